@@ -1,0 +1,1 @@
+"""Reference CNNs for tests and benchmarks, and the bundled teacher model."""
