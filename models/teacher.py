@@ -1,0 +1,147 @@
+"""The bundled teacher: a small ResNet-style CNN trained on scikit-learn's digits, small enough
+(~43k parameters) that pruning experiments fine-tune it on a CPU in seconds.
+
+`python -m models.teacher` trains it (seeded, CPU), checks it, and writes
+`models/digits_resnet.onnx` with its preprocessing, dataset and accuracy in the metadata."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from onnxwootz.data import DIGITS, Dataset, batches, load_dataset
+from onnxwootz.modelio import save_model
+from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, Preprocess, set_metadata
+
+PREPROCESS = Preprocess(size=(16, 16), channels=1, scale=1 / 16, mean=(0.5,), std=(0.5,))
+"""Digits are 8x8 with values 0..16: upscale to 16x16 and map to [-1, 1]."""
+WIDTHS = (16, 16, 32, 32)
+NUM_CLASSES = 10
+OUTPUT = Path(__file__).with_name("digits_resnet.onnx")
+MIN_ACCURACY = 0.97
+
+
+class ResidualModule(nn.Module):
+    """conv-BN-ReLU-conv-BN plus the skip (a strided 1x1 projection where the shape changes), ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.project: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.project = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.project(x))
+
+
+class DigitsResNet(nn.Module):
+    """Stem conv, four residual modules (stride 2 where the width grows), global pool, linear."""
+
+    def __init__(self, widths: tuple[int, ...] = WIDTHS, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        modules, previous = [], widths[0]
+        for width in widths:
+            modules.append(ResidualModule(previous, width, stride=2 if width != previous else 1))
+            previous = width
+        self.body = nn.Sequential(*modules)
+        self.fc = nn.Linear(previous, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _shift(x: torch.Tensor, generator: torch.Generator, pixels: int = 1) -> torch.Tensor:
+    """Random translation by up to `pixels` (edge padded): cheap augmentation for 1.4k images."""
+    n, _, height, width = x.shape
+    padded = F.pad(x, (pixels,) * 4, mode="replicate")
+    dy, dx = torch.randint(0, 2 * pixels + 1, (2, n), generator=generator)
+    rows = (dy[:, None] + torch.arange(height)[None, :])[:, None, :, None].expand(n, x.shape[1], height, width + 2 * pixels)
+    picked = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(width)[None, :])[:, None, None, :].expand(n, x.shape[1], height, width)
+    return picked.gather(3, cols)
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(x)).argmax(1).numpy()
+    return float((predicted == y).mean())
+
+
+def train(data: Dataset, epochs: int = 40, batch_size: int = 64, seed: int = 0) -> DigitsResNet:
+    """Adam with cosine decay on the train split only; the val split is never seen."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = DigitsResNet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    steps = epochs * (len(data.x_train) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in batches(data.x_train, data.y_train, batch_size, rng, drop_last=True):
+            loss = F.cross_entropy(model(_shift(torch.from_numpy(xb), generator)), torch.from_numpy(yb))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
+def export(model: nn.Module, val_accuracy: float) -> onnx.ModelProto:
+    """Legacy exporter, eval mode, dynamic batch; metadata says how to feed it and how good it is."""
+    buffer = io.BytesIO()
+    dummy = torch.zeros(1, PREPROCESS.channels, *PREPROCESS.size)
+    with warnings.catch_warnings():  # the legacy exporter is chosen on purpose; its deprecation is noise
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model.eval(), (dummy,), buffer, dynamo=False, opset_version=17,
+            input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    exported = onnx.load_from_string(buffer.getvalue())
+    exported.producer_name = "onnxwootz models.teacher"
+    exported.doc_string = "Small ResNet-style digits classifier: the onnxwootz demo teacher."
+    PREPROCESS.write_to(exported)
+    set_metadata(exported, DATASET_KEY, DIGITS)
+    set_metadata(exported, ACCURACY_KEY, f"{val_accuracy:.6f}")
+    onnx.checker.check_model(exported, full_check=True)
+    return exported
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    data = load_dataset(DIGITS, PREPROCESS, NUM_CLASSES)
+    model = train(data, epochs=args.epochs, seed=args.seed)
+    val_accuracy = accuracy(model, data.x_val, data.y_val)
+    parameters = sum(p.numel() for p in model.parameters())
+    if val_accuracy < MIN_ACCURACY:
+        raise SystemExit(f"validation accuracy {val_accuracy:.4f} is below {MIN_ACCURACY}; not saving")
+    save_model(export(model, val_accuracy), args.output)
+    print(f"{parameters} parameters, validation accuracy {val_accuracy:.4f} -> {args.output}")
+
+
+if __name__ == "__main__":
+    main()
