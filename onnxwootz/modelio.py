@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper, shape_inference, version_converter
 
+from onnxwootz.atomic import write_bytes
 from onnxwootz.errors import BadModelError, BadSpecError
 
 CANONICAL_OPSET = 13
@@ -106,8 +107,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
                 handle.write(reloaded.SerializeToString())
             os.replace(tmp_data, path.parent / data_name)
         else:
-            with open(tmp, "wb") as handle:
-                handle.write(model.SerializeToString())
+            Path(tmp).unlink(missing_ok=True)
+            return write_bytes(path, model.SerializeToString())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

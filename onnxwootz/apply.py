@@ -1,0 +1,132 @@
+"""`apply`: structural L1 filter pruning of a model for one configuration, without training.
+Writes the pruned model and PLAN.json (the configuration and every tensor that was sliced)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import onnx
+
+from onnxwootz.atomic import write_json
+from onnxwootz.errors import BadSpecError
+from onnxwootz.modelio import save_model, static_shapes
+from onnxwootz.counting import count
+from onnxwootz.passes.base import PassManager
+from onnxwootz.passes.canonicalize import SHARED_KEY
+from onnxwootz.passes.prune import FilterPrune, group_keep_counts, select_removed
+from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
+from onnxwootz.results import Result
+
+ConfigSource = float | dict[str, float] | Sequence[float] | str | os.PathLike[str]
+
+
+@dataclasses.dataclass
+class UnitChannels:
+    name: str
+    rate: float
+    channels: int
+    kept: int
+
+
+@dataclasses.dataclass
+class PrunedModel:
+    """A pruned model in memory with its plan and costs."""
+
+    model: onnx.ModelProto
+    config: dict[str, float]
+    slices: dict[str, list[dict]]
+    units: list[UnitChannels]
+    params: int
+    macs: int
+
+
+@dataclasses.dataclass
+class ApplyResult(Result):
+    model: str
+    output: str | None
+    plan: str | None
+    granularity: str
+    config: dict[str, float]
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    units: list[UnitChannels]
+
+
+def resolve_config(prepared: PreparedModel, granularity: str, source: ConfigSource) -> dict[str, float]:
+    """A uniform rate, a {unit: rate} mapping, a list of rates in unit order, or a JSON file
+    holding either of the latter two."""
+    names = [unit.name for unit in prepared.units(granularity).units]
+    if isinstance(source, (str, os.PathLike)) and not isinstance(source, float):
+        path = Path(source)
+        if not path.is_file():
+            raise BadSpecError(f"configuration file not found: {path}")
+        try:
+            source = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadSpecError(f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    if isinstance(source, bool):
+        raise BadSpecError("a rate must be a number in [0, 1)")
+    if isinstance(source, (int, float)):
+        if not 0.0 <= float(source) < 1.0:
+            raise BadSpecError(f"--rate must be in [0, 1), got {source}")
+        return {name: float(source) for name in names}
+    if isinstance(source, dict):
+        return {str(k): v for k, v in source.items()}
+    if isinstance(source, (list, tuple)):
+        if len(source) != len(names):
+            raise BadSpecError(f"configuration has {len(source)} rates but the model has {len(names)} units "
+                               f"({granularity} granularity)")
+        return dict(zip(names, source))
+    raise BadSpecError("a configuration is a rate, a {unit: rate} object or a list of rates in unit order")
+
+
+def prune_prepared(prepared: PreparedModel, config: dict[str, float], granularity: str = "module",
+                   round_to: int = 1) -> PrunedModel:
+    """Prune a prepared model in memory (the prepared model is not changed)."""
+    plan = prepared.units(granularity)
+    keep = group_keep_counts(prepared.analysis, plan, config, round_to)
+    removed = select_removed(prepared.analysis, keep)
+    model = onnx.ModelProto()
+    model.CopyFrom(prepared.model)
+    step = FilterPrune(prepared.analysis, removed, prepared.shapes)
+    model = PassManager([step]).call(model).model
+    for prop in list(model.metadata_props):
+        if prop.key == SHARED_KEY:
+            model.metadata_props.remove(prop)
+    outcome = step.outcome
+    units = []
+    for unit in plan.units:
+        kept = sum(outcome.group_channels[g][0] for g in unit.groups)
+        total = sum(outcome.group_channels[g][1] for g in unit.groups)
+        units.append(UnitChannels(unit.name, float(config.get(unit.name, 0.0)), total, kept))
+    params, macs, _ = count(model, static_shapes(model, prepared.feed_shapes))
+    return PrunedModel(model, {u.name: u.rate for u in units}, outcome.slices, units, params, macs)
+
+
+def apply(model: ModelSource, rate: float | None = None, config: ConfigSource | None = None,
+          granularity: str = "module", round_to: int = 1, output: str | os.PathLike[str] | None = None,
+          plan: str | os.PathLike[str] | None = None, input_shape: Sequence[int] | None = None) -> ApplyResult:
+    """Prune `model` by a uniform `rate` or a `config`; write OUT and PLAN.json when given."""
+    if (rate is None) == (config is None):
+        raise BadSpecError("give exactly one of --rate or --config")
+    if round_to < 1:
+        raise BadSpecError(f"--round-to must be a positive integer, got {round_to}")
+    prepared = prepare(model, input_shape)
+    resolved = resolve_config(prepared, granularity, rate if rate is not None else config)
+    pruned = prune_prepared(prepared, resolved, granularity, round_to)
+    if output is not None:
+        save_model(pruned.model, output)
+    if plan is not None:
+        write_json(plan, {"config": pruned.config, "slices": pruned.slices})
+    return ApplyResult(
+        model=model_label(model), output=str(output) if output is not None else None,
+        plan=str(plan) if plan is not None else None, granularity=granularity, config=pruned.config,
+        params_before=prepared.params, params_after=pruned.params, macs_before=prepared.macs,
+        macs_after=pruned.macs, units=pruned.units,
+    )

@@ -1,0 +1,66 @@
+"""A model made ready for analysis once: loaded, canonicalized, shapes known, channel groups
+found. Every command that needs groups or units starts here."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+import onnx
+
+from onnxwootz.counting import NodeCost, count
+from onnxwootz.errors import BadSpecError
+from onnxwootz.modelio import (CANONICAL_OPSET, input_shapes, load_model, onnx_opset, static_shapes,
+                               upgrade_opset)
+from onnxwootz.passes.canonicalize import canonicalize
+from onnxwootz.passes.channel_groups import ChannelAnalysis, analyze_channels
+from onnxwootz.passes.units import GRANULARITIES, UnitPlan, plan_units
+
+ModelSource = str | os.PathLike[str] | onnx.ModelProto
+
+
+@dataclasses.dataclass
+class PreparedModel:
+    label: str
+    model: onnx.ModelProto  # canonical
+    feed_shapes: dict[str, list[int]]
+    shapes: dict[str, list[int]]
+    analysis: ChannelAnalysis
+    params: int
+    macs: int
+    costs: list[NodeCost]
+    _units: dict[str, UnitPlan] = dataclasses.field(default_factory=dict, repr=False)
+
+    def units(self, granularity: str) -> UnitPlan:
+        if granularity not in GRANULARITIES:
+            raise BadSpecError(f"--granularity must be one of {', '.join(GRANULARITIES)}, got '{granularity}'")
+        if granularity not in self._units:
+            self._units[granularity] = plan_units(self.model, self.analysis, granularity)
+        return self._units[granularity]
+
+
+def load_source(source: ModelSource) -> tuple[onnx.ModelProto, str]:
+    """A path (loaded safely) or an in-memory model (copied, opset brought up)."""
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        if onnx_opset(model) < CANONICAL_OPSET:
+            model = upgrade_opset(model, CANONICAL_OPSET)
+        return model, model.graph.name or "model"
+    return load_model(source), str(source)
+
+
+def prepare(source: ModelSource, input_shape: Sequence[int] | None = None) -> PreparedModel:
+    model, label = load_source(source)
+    model = canonicalize(model)
+    feed = input_shapes(model, input_shape)
+    shapes = static_shapes(model, feed)
+    analysis = analyze_channels(model, shapes)
+    params, macs, costs = count(model, shapes)
+    return PreparedModel(label, model, feed, shapes, analysis, params, macs, costs)
+
+
+def model_label(source: ModelSource) -> str:
+    return source.graph.name if isinstance(source, onnx.ModelProto) else Path(source).name

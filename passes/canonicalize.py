@@ -1,0 +1,248 @@
+"""Canonicalization: bring any exporter's graph to the one form the analysis expects.
+
+Rules, each a small pass:
+- NameNodes: every node gets a unique name (plans and reports refer to nodes by name).
+- RemoveInitializerInputs: initializers listed as graph inputs (IR < 4) are weights, not inputs.
+- ConstantsToInitializers: Constant nodes holding tensors become initializers (PaddleOCR-style
+  graphs keep all weights in Constant nodes).
+- FoldConstants: nodes whose inputs are all initializers (Unsqueeze of a BN scale, Cast of a
+  shape, ...) are evaluated once and replaced by their value.
+- EliminateIdentity: Identity and inference-time Dropout are removed; an Identity that exposes
+  an initializer under a second name (the legacy torch exporter's weight sharing) becomes a
+  private copy under the Identity's output name, so every consumer names its own weight.
+- UnshareInitializers: an initializer read by several nodes is copied per consumer as
+  `<name>@<node name>` (recorded in metadata `onnxwootz.shared_initializers`), so that slicing
+  it for one consumer never changes another.
+BatchNormalization is kept as it is (not folded)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxwootz.passes.base import Pass, PassManager, PassResult
+from onnxwootz.passes.graph_index import GraphIndex
+
+SHARED_KEY = "onnxwootz.shared_initializers"
+_FOLD_LIMIT = 16_000_000  # elements: do not materialize huge folded tensors
+_NON_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                 "Bernoulli", "Constant"}
+
+
+class NameNodes(Pass):
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        seen: set[str] = set()
+        changed = False
+        counts: Counter[str] = Counter()
+        for node in model.graph.node:
+            if not node.name or node.name in seen:
+                base = node.name or f"{node.op_type}"
+                name = base
+                while name in seen:
+                    counts[base] += 1
+                    name = f"{base}_{counts[base]}"
+                node.name = name
+                changed = True
+            seen.add(node.name)
+        return PassResult(model, changed)
+
+
+class RemoveInitializerInputs(Pass):
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        inits = {init.name for init in model.graph.initializer}
+        real = [value for value in model.graph.input if value.name not in inits]
+        if len(real) == len(model.graph.input):
+            return PassResult(model, False)
+        del model.graph.input[:]
+        model.graph.input.extend(real)
+        model.ir_version = max(model.ir_version, 4)
+        return PassResult(model, True)
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+    return None  # sparse or string constants stay nodes
+
+
+def _replace_nodes_by_initializers(model: onnx.ModelProto, values: dict[int, list[tuple[str, np.ndarray]]]) -> None:
+    """Drop the nodes at the given indices and add their outputs as initializers."""
+    outputs = {value.name for value in model.graph.output}
+    keep = []
+    for index, node in enumerate(model.graph.node):
+        if index in values and not any(name in outputs for name, _ in values[index]):
+            for name, array in values[index]:
+                model.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
+class ConstantsToInitializers(Pass):
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        values = {}
+        for index, node in enumerate(model.graph.node):
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                array = _constant_value(node)
+                if array is not None:
+                    values[index] = [(node.output[0], array)]
+        _replace_nodes_by_initializers(model, values)
+        return PassResult(model, bool(values))
+
+
+class FoldConstants(Pass):
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        from onnx.reference import ReferenceEvaluator
+
+        changed = False
+        while True:
+            index_ = GraphIndex(model)
+            values = {}
+            for index, node in enumerate(model.graph.node):
+                if node.op_type in _NON_FOLDABLE or node.domain not in ("", "ai.onnx") or not node.input:
+                    continue
+                if not all(name == "" or index_.is_constant(name) for name in node.input):
+                    continue
+                inputs = [index_.array(name) if name else None for name in node.input]
+                if sum(a.size for a in inputs if a is not None) > _FOLD_LIMIT:
+                    continue
+                single = onnx.helper.make_model(
+                    onnx.helper.make_graph(
+                        [node], "fold",
+                        [onnx.helper.make_tensor_value_info(n, index_.initializers[n].data_type, None) for n in node.input if n],
+                        [onnx.helper.make_empty_tensor_value_info(n) for n in node.output if n],
+                    ),
+                    opset_imports=list(model.opset_import),
+                )
+                try:
+                    results = ReferenceEvaluator(single).run(None, {n: a for n, a in zip(node.input, inputs) if n})
+                except Exception:
+                    continue
+                if any(np.asarray(r).size > _FOLD_LIMIT for r in results):
+                    continue
+                values[index] = [(name, np.asarray(r)) for name, r in zip([o for o in node.output if o], results)]
+            if not values:
+                break
+            before = len(model.graph.node)
+            _replace_nodes_by_initializers(model, values)
+            if len(model.graph.node) == before:
+                break
+            changed = True
+        return PassResult(model, changed)
+
+
+def _rename_input(model: onnx.ModelProto, old: str, new: str) -> None:
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name == old:
+                node.input[index] = new
+
+
+class EliminateIdentity(Pass):
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        changed = False
+        outputs = {value.name for value in model.graph.output}
+        inputs = {value.name for value in model.graph.input}
+        inits = {init.name: init for init in model.graph.initializer}
+        used = {name for node in model.graph.node for name in node.input} | outputs
+        keep = []
+        for node in model.graph.node:
+            passthrough = node.op_type == "Identity" or (
+                node.op_type == "Dropout" and all(name not in used for name in node.output[1:])
+            )
+            if not passthrough:
+                keep.append(node)
+                continue
+            source, target = node.input[0], node.output[0]
+            if target in outputs:
+                producer_output = source not in inputs and source not in inits and source not in outputs
+                if not producer_output:
+                    keep.append(node)
+                    continue
+                for other in model.graph.node:  # rename the source tensor to the output's name
+                    for index, name in enumerate(other.output):
+                        if name == source:
+                            other.output[index] = target
+                _rename_input(model, source, target)
+            elif source in inits:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[source])
+                copy.name = target
+                model.graph.initializer.append(copy)
+                inits[target] = copy
+            else:
+                _rename_input(model, target, source)
+            changed = True
+        if changed:
+            del model.graph.node[:]
+            model.graph.node.extend(keep)
+            used = {name for node in keep for name in node.input} | outputs
+            for init in [init for init in model.graph.initializer if init.name not in used]:
+                model.graph.initializer.remove(init)
+        return PassResult(model, changed)
+
+
+def shared_origins(model: onnx.ModelProto) -> dict[str, str]:
+    """Private copy name -> the initializer name in the input model."""
+    for prop in model.metadata_props:
+        if prop.key == SHARED_KEY:
+            return json.loads(prop.value)
+    return {}
+
+
+class UnshareInitializers(Pass):
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        index = GraphIndex(model)
+        origins = shared_origins(model)
+        outputs = {value.name for value in model.graph.output}
+        changed = False
+        for name, init in list(index.initializers.items()):
+            consumers = index.consumers.get(name, [])
+            if len({id(node) for node in consumers}) < 2 or name in outputs:
+                continue
+            seen = set()
+            for node in consumers:
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+                private = f"{name}@{node.name}"
+                copy = onnx.TensorProto()
+                copy.CopyFrom(init)
+                copy.name = private
+                model.graph.initializer.append(copy)
+                for slot, input_name in enumerate(node.input):
+                    if input_name == name:
+                        node.input[slot] = private
+                origins[private] = origins.get(name, name)
+            model.graph.initializer.remove(init)
+            changed = True
+        if changed:
+            for prop in list(model.metadata_props):
+                if prop.key == SHARED_KEY:
+                    model.metadata_props.remove(prop)
+            model.metadata_props.add(key=SHARED_KEY, value=json.dumps(origins))
+        return PassResult(model, changed)
+
+
+def canonicalize(model: onnx.ModelProto, check: bool = True) -> onnx.ModelProto:
+    """Run every canonicalization pass in order (in place) and check the result."""
+    manager = PassManager(
+        [NameNodes(), RemoveInitializerInputs(), ConstantsToInitializers(), FoldConstants(),
+         EliminateIdentity(), UnshareInitializers()],
+        check=check,
+    )
+    return manager(model).model

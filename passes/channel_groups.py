@@ -1,0 +1,198 @@
+"""Channel-dependency analysis: which filters must be pruned together (channel groups),
+how important each group channel is (summed L1 norm of its filters), and which groups are
+kept, with the reason.
+
+Each producer filter is an *atom*. Rules (channel_rules.RULES) propagate per-tensor atom ids
+and tie atoms that must go together. Tied atoms form a *channel* (connected components of
+the tie graph); channels whose atoms share producers form a *group*. A group is prunable
+unless one of its channels touches a barrier, a graph input or a graph output."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+
+from onnxwootz.passes.channel_rules import RULES
+from onnxwootz.passes.graph_index import GraphIndex
+
+
+@dataclasses.dataclass
+class ChannelGroup:
+    """Channels that are pruned together. `channel_atoms[k]` are the filters of channel k."""
+
+    id: int
+    producers: list[str]
+    channel_atoms: list[np.ndarray]
+    importance: np.ndarray
+    kept_reason: str | None = None
+    kept_by: str | None = None
+
+    @property
+    def channels(self) -> int:
+        return len(self.channel_atoms)
+
+    @property
+    def prunable(self) -> bool:
+        return self.kept_reason is None
+
+    def describe(self) -> str:
+        shown = ", ".join(self.producers[:3]) + (" ..." if len(self.producers) > 3 else "")
+        return f"group {self.id} ({self.channels} channels; filters of {shown or 'no producer'})"
+
+
+class ChannelState:
+    """Mutable state the rules work on during one analysis."""
+
+    def __init__(self, index: GraphIndex, shapes: dict[str, list[int]]):
+        self.index = index
+        self.shapes = shapes
+        self.ids: dict[str, np.ndarray] = {}
+        self.split_outputs: list[str] = []
+        self.flatten_reshapes: set[str] = set()
+        self._l1: list[np.ndarray] = []
+        self._owner: list[np.ndarray] = []  # producer index per atom (-1: not a filter)
+        self.producer_names: list[str] = []
+        self._ties: list[tuple[np.ndarray, np.ndarray]] = []
+        self._kept: list[tuple[np.ndarray, str, str]] = []
+        self.count = 0
+
+    def fresh(self, node: onnx.NodeProto | None, l1: np.ndarray, prunable: bool = True) -> np.ndarray:
+        """New atoms, one per filter of `node` (non-prunable sources get owner -1)."""
+        n = len(l1)
+        ids = np.arange(self.count, self.count + n)
+        self.count += n
+        self._l1.append(np.asarray(l1, dtype=np.float64))
+        owner = -1
+        if prunable and node is not None:
+            owner = len(self.producer_names)
+            self.producer_names.append(node.name)
+        self._owner.append(np.full(n, owner))
+        return ids
+
+    def tie(self, a: np.ndarray, b: np.ndarray) -> None:
+        if a is b or (len(a) == len(b) and np.array_equal(a, b)):
+            return
+        self._ties.append((a, b))
+
+    def keep(self, ids: np.ndarray, reason: str, node: onnx.NodeProto | None) -> None:
+        self._kept.append((ids, reason, node.name if node is not None else ""))
+
+    def barrier(self, node: onnx.NodeProto, why: str) -> None:
+        """Keep every channel that touches `node`; its outputs get opaque, kept channels."""
+        reason = f"{node.op_type} '{node.name}': {why}"
+        for name in node.input:
+            ids = self.ids.get(name)
+            if ids is not None:
+                self.keep(ids, reason, node)
+        for name in node.output:
+            shape = self.shapes.get(name)
+            if name and shape is not None and len(shape) >= 2:
+                ids = self.fresh(node, np.zeros(shape[1]), prunable=False)
+                self.ids[name] = ids
+                self.keep(ids, reason, node)
+
+    def opaque_source(self, name: str, reason: str) -> None:
+        shape = self.shapes.get(name)
+        if shape is not None and len(shape) >= 2:
+            ids = self.fresh(None, np.zeros(shape[1]), prunable=False)
+            self.ids[name] = ids
+            self.keep(ids, reason, None)
+
+
+@dataclasses.dataclass
+class ChannelAnalysis:
+    """Result of the analysis: per-tensor atom ids and the channel groups."""
+
+    ids: dict[str, np.ndarray]
+    groups: list[ChannelGroup]
+    atom_group: np.ndarray  # group id per atom
+    atom_channel: np.ndarray  # channel index (within its group) per atom
+    split_outputs: list[str]
+    flatten_reshapes: set[str]
+    atom_count: int
+
+    def group_of_tensor(self, name: str) -> list[int]:
+        ids = self.ids.get(name)
+        return [] if ids is None else sorted(set(self.atom_group[ids].tolist()))
+
+
+def _components(count: int, ties: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if ties:
+        rows = np.concatenate([a for a, _ in ties])
+        cols = np.concatenate([b for _, b in ties])
+    else:
+        rows = cols = np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(count, count))
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+def analyze_channels(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> ChannelAnalysis:
+    """Run the rule table over a canonical model with concrete shapes."""
+    index = GraphIndex(model)
+    st = ChannelState(index, shapes)
+    for name in index.graph_inputs:
+        st.opaque_source(name, f"graph input '{name}'")
+    for node in model.graph.node:
+        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is None:
+            st.barrier(node, "op not known to the channel analysis")
+        else:
+            rule(node, st)
+    for name in index.graph_outputs:
+        ids = st.ids.get(name)
+        if ids is not None:
+            st.keep(ids, f"reaches graph output '{name}'", None)
+    return _build_groups(st)
+
+
+def _build_groups(st: ChannelState) -> ChannelAnalysis:
+    count = st.count
+    l1 = np.concatenate(st._l1) if st._l1 else np.zeros(0)
+    owner = np.concatenate(st._owner) if st._owner else np.zeros(0, dtype=np.int64)
+    channel = _components(count, st._ties)  # channel label per atom
+    n_channels = int(channel.max()) + 1 if count else 0
+    # channels sharing a producer belong to one group: union channels through owners
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    filters = owner >= 0
+    rows = channel[filters]
+    cols = n_channels + owner[filters]
+    size = n_channels + len(st.producer_names)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(size, size))
+    _, labels = connected_components(graph, directed=False)
+    channel_group_label = labels[:n_channels]
+    # renumber groups in order of first appearance (topological order of atoms)
+    order: dict[int, int] = {}
+    atom_group = np.empty(count, dtype=np.int64)
+    for label in channel_group_label[channel]:
+        if label not in order:
+            order[label] = len(order)
+    remap = np.array([order.get(label, -1) for label in range(labels.max() + 1 if len(labels) else 0)])
+    atom_group[:] = remap[channel_group_label[channel]] if count else 0
+    groups: list[ChannelGroup] = []
+    atom_channel = np.empty(count, dtype=np.int64)
+    for group_id in range(len(order)):
+        atoms = np.nonzero(atom_group == group_id)[0]
+        channel_labels, inverse = np.unique(channel[atoms], return_inverse=True)
+        channel_atoms = [atoms[inverse == k] for k in range(len(channel_labels))]
+        atom_channel[atoms] = inverse
+        importance = np.array([l1[a].sum() for a in channel_atoms])
+        producer_ids = sorted(set(owner[atoms][owner[atoms] >= 0].tolist()))
+        groups.append(ChannelGroup(group_id, [st.producer_names[p] for p in producer_ids], channel_atoms, importance))
+    for ids, reason, node_name in st._kept:
+        for group_id in np.unique(atom_group[ids]):
+            group = groups[group_id]
+            if group.kept_reason is None:
+                group.kept_reason = reason
+                group.kept_by = node_name
+    for group in groups:
+        if group.kept_reason is None and not group.producers:
+            group.kept_reason = "no prunable filters"
+    return ChannelAnalysis(st.ids, groups, atom_group, atom_channel, st.split_outputs, st.flatten_reshapes, count)

@@ -1,0 +1,312 @@
+"""Per-op channel rules: how the channel identities of a node's inputs flow to its outputs.
+
+Every activation tensor carries `ids`, one atom id per channel (axis 1). A producer (Conv,
+ConvTranspose, Gemm, MatMul with a constant weight) mints fresh atoms, one per filter. Rules
+pass ids through (per-channel ops), tie them (residual Add, SE gating: the same channel on
+both sides must be pruned together), or map them (Concat joins, Split/Slice cut, Flatten
+repeats each channel over its H*W features). Anything else is a barrier: its channels are
+kept and the reason is recorded. Extend the analysis by adding an entry to RULES."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import onnx
+
+from onnxwootz.passes.graph_index import attribute
+
+if TYPE_CHECKING:
+    from onnxwootz.passes.channel_groups import ChannelState
+
+Rule = Callable[[onnx.NodeProto, "ChannelState"], None]
+
+PER_CHANNEL_UNARY = {
+    "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus",
+    "Exp", "Cast", "Dropout", "Identity", "Neg", "Abs", "Sqrt", "Reciprocal", "Erf", "Gelu", "Mish",
+    "Softsign", "Celu", "ThresholdedRelu", "Floor", "Ceil", "Round", "Log", "Sin", "Cos",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
+    "BatchNormalization", "InstanceNormalization",
+}
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu"}
+REDUCTIONS = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd"}
+
+
+def _rank(st: "ChannelState", name: str) -> int | None:
+    shape = st.shapes.get(name)
+    return None if shape is None else len(shape)
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _constant_ints(st: "ChannelState", node: onnx.NodeProto, attr: str, input_index: int) -> list[int] | None:
+    """An int list given as attribute (old opsets) or as a constant input (new opsets)."""
+    value = attribute(node, attr)
+    if value is not None:
+        return [int(v) for v in value]
+    if len(node.input) > input_index and node.input[input_index]:
+        array = st.index.array(node.input[input_index])
+        return None if array is None else [int(v) for v in array.reshape(-1)]
+    return None
+
+
+def conv(node: onnx.NodeProto, st: "ChannelState") -> None:
+    weight = st.index.array(node.input[1])
+    x = st.ids.get(node.input[0])
+    if weight is None or x is None:
+        st.barrier(node, "weights are not constant")
+        return
+    group = attribute(node, "group", 1)
+    c_out, c_in = weight.shape[0], weight.shape[1] * group
+    out = st.fresh(node, np.abs(weight).reshape(c_out, -1).sum(axis=1))
+    st.ids[node.output[0]] = out
+    if group == 1:
+        return
+    if group == c_in == c_out:
+        st.tie(x, out)  # depthwise: channel c in is channel c out
+        return
+    reason = f"grouped conv ({group} groups)"
+    st.keep(x, reason, node)
+    st.keep(out, reason, node)
+
+
+def conv_transpose(node: onnx.NodeProto, st: "ChannelState") -> None:
+    weight = st.index.array(node.input[1])
+    x = st.ids.get(node.input[0])
+    if weight is None or x is None or attribute(node, "group", 1) != 1:
+        st.barrier(node, "grouped or dynamic ConvTranspose")
+        return
+    c_out = weight.shape[1]
+    st.ids[node.output[0]] = st.fresh(node, np.abs(weight).transpose(1, 0, 2, 3).reshape(c_out, -1).sum(axis=1))
+
+
+def gemm(node: onnx.NodeProto, st: "ChannelState") -> None:
+    weight = st.index.array(node.input[1])
+    x = st.ids.get(node.input[0])
+    if weight is None or x is None or weight.ndim != 2 or attribute(node, "transA", 0):
+        st.barrier(node, "dynamic weights or transposed input")
+        return
+    trans_b = attribute(node, "transB", 0) if node.op_type == "Gemm" else 0
+    rows = weight if trans_b else weight.T  # [N, K]
+    if _rank(st, node.input[0]) != 2:
+        st.barrier(node, "input is not 2-D")
+        return
+    st.ids[node.output[0]] = st.fresh(node, np.abs(rows).sum(axis=1))
+
+
+def pass_through(node: onnx.NodeProto, st: "ChannelState") -> None:
+    x = st.ids.get(node.input[0])
+    if x is None:
+        return
+    st.ids[node.output[0]] = x
+
+
+def resize(node: onnx.NodeProto, st: "ChannelState") -> None:
+    x_shape, y_shape = st.shapes.get(node.input[0]), st.shapes.get(node.output[0])
+    if x_shape and y_shape and len(x_shape) > 1 and x_shape[:2] == y_shape[:2]:
+        pass_through(node, st)
+    else:
+        st.barrier(node, "resizes the channel axis")
+
+
+def pad(node: onnx.NodeProto, st: "ChannelState") -> None:
+    pads = _constant_ints(st, node, "pads", 1)
+    rank = _rank(st, node.input[0])
+    axes = _constant_ints(st, node, "axes", 3) if len(node.input) > 3 else None
+    if pads is None or rank is None:
+        st.barrier(node, "pads are not constant")
+        return
+    axes = [_axis(a, rank) for a in axes] if axes else list(range(rank))
+    half = len(pads) // 2
+    for position, axis in enumerate(axes):
+        if axis in (0, 1) and (pads[position] or pads[position + half]):
+            st.barrier(node, "pads the channel axis")
+            return
+    pass_through(node, st)
+
+
+def reduction(node: onnx.NodeProto, st: "ChannelState") -> None:
+    rank = _rank(st, node.input[0])
+    axes = _constant_ints(st, node, "axes", 1)
+    if rank is None or not axes:  # no axes: reduce over everything
+        st.barrier(node, "reduces the channel axis")
+        return
+    axes = [_axis(a, rank) for a in axes]
+    if 0 in axes or 1 in axes:
+        st.barrier(node, "reduces the channel axis")
+        return
+    pass_through(node, st)
+
+
+def elementwise(node: onnx.NodeProto, st: "ChannelState") -> None:
+    out_shape = st.shapes.get(node.output[0])
+    if not out_shape or len(out_shape) < 2:
+        if any(st.ids.get(name) is not None for name in node.input):
+            st.barrier(node, "output has no channel axis")
+        return
+    channels = out_shape[1]
+    full: list[np.ndarray] = []
+    for name in node.input:
+        if not name:
+            continue
+        shape = st.shapes.get(name, [])
+        offset = len(out_shape) - len(shape)
+        size = shape[1 - offset] if 0 <= 1 - offset < len(shape) else 1
+        ids = st.ids.get(name)
+        if size == 1 and channels != 1:
+            continue  # broadcast along channels: no tie
+        if ids is not None and len(ids) == channels:
+            full.append(ids)
+        elif not st.index.is_constant(name):
+            st.barrier(node, f"operand '{name}' has unknown channels")
+            return
+        # constants with a per-channel axis are sliced with the channel (see slicing)
+    if not full:
+        return
+    for other in full[1:]:
+        st.tie(full[0], other)
+    st.ids[node.output[0]] = full[0]
+
+
+def concat(node: onnx.NodeProto, st: "ChannelState") -> None:
+    rank = _rank(st, node.output[0])
+    parts = [st.ids.get(name) for name in node.input]
+    if rank is None or any(p is None for p in parts):
+        st.barrier(node, "concatenates tensors without channel identities")
+        return
+    if _axis(attribute(node, "axis", 0), rank) == 1:
+        st.ids[node.output[0]] = np.concatenate(parts)
+    elif _axis(attribute(node, "axis", 0), rank) == 0:
+        st.barrier(node, "concatenates along the batch axis")
+    else:
+        for other in parts[1:]:
+            st.tie(parts[0], other)
+        st.ids[node.output[0]] = parts[0]
+
+
+def split(node: onnx.NodeProto, st: "ChannelState") -> None:
+    x = st.ids.get(node.input[0])
+    rank = _rank(st, node.input[0])
+    if x is None or rank is None:
+        return
+    if _axis(attribute(node, "axis", 0), rank) != 1:
+        for name in node.output:
+            st.ids[name] = x
+        return
+    start = 0
+    for name in node.output:
+        size = st.shapes[name][1]
+        st.ids[name] = x[start:start + size]
+        st.split_outputs.append(name)
+        start += size
+
+
+def slice_(node: onnx.NodeProto, st: "ChannelState") -> None:
+    x = st.ids.get(node.input[0])
+    rank = _rank(st, node.input[0])
+    if x is None or rank is None:
+        return
+    starts = _constant_ints(st, node, "starts", 1)
+    ends = _constant_ints(st, node, "ends", 2)
+    axes = _constant_ints(st, node, "axes", 3) or list(range(len(starts or [])))
+    steps = _constant_ints(st, node, "steps", 4) or [1] * len(axes)
+    if starts is None or ends is None:
+        st.barrier(node, "slice bounds are not constant")
+        return
+    axes = [_axis(a, rank) for a in axes]
+    if 0 in axes:
+        st.barrier(node, "slices the batch axis")
+        return
+    if 1 not in axes:
+        pass_through(node, st)
+        return
+    position = axes.index(1)
+    if steps[position] != 1:
+        st.barrier(node, "strided slice of the channel axis")
+        return
+    start, stop, _ = slice(starts[position], ends[position]).indices(len(x))
+    st.ids[node.output[0]] = x[start:stop]
+    st.split_outputs.append(node.output[0])
+
+
+def _flatten_ids(st: "ChannelState", name: str, x: np.ndarray) -> np.ndarray:
+    shape = st.shapes[name]
+    return np.repeat(x, int(np.prod(shape[2:])) if len(shape) > 2 else 1)
+
+
+def flatten(node: onnx.NodeProto, st: "ChannelState") -> None:
+    x = st.ids.get(node.input[0])
+    if x is None:
+        return
+    rank = _rank(st, node.input[0])
+    if rank is None or _axis(attribute(node, "axis", 1), rank) != 1:
+        st.barrier(node, "flattens across the batch or channel axis")
+        return
+    st.ids[node.output[0]] = _flatten_ids(st, node.input[0], x)
+
+
+def reshape(node: onnx.NodeProto, st: "ChannelState") -> None:
+    x = st.ids.get(node.input[0])
+    if x is None:
+        return
+    before, after = st.shapes.get(node.input[0]), st.shapes.get(node.output[0])
+    if not before or not after or len(before) < 2 or len(after) < 2 or before[0] != after[0]:
+        st.barrier(node, "reshape mixes the batch axis")
+        return
+    if len(after) == 2 and after[1] == int(np.prod(before[1:])):
+        st.ids[node.output[0]] = _flatten_ids(st, node.input[0], x)
+        st.flatten_reshapes.add(node.name)
+    elif before[1] == after[1] and int(np.prod(before[2:])) == int(np.prod(after[2:])):
+        pass_through(node, st)
+    else:
+        st.barrier(node, "reshape regroups the channel axis")
+
+
+def transpose(node: onnx.NodeProto, st: "ChannelState") -> None:
+    perm = attribute(node, "perm")
+    if perm is not None and list(perm[:2]) == [0, 1]:
+        pass_through(node, st)
+    elif st.ids.get(node.input[0]) is not None:
+        st.barrier(node, "transpose moves the channel axis")
+
+
+def squeeze_unsqueeze(node: onnx.NodeProto, st: "ChannelState") -> None:
+    if st.ids.get(node.input[0]) is None:
+        return
+    ref = node.output[0] if node.op_type == "Unsqueeze" else node.input[0]
+    rank = _rank(st, ref)
+    axes = _constant_ints(st, node, "axes", 1)
+    if rank is None or axes is None or any(_axis(a, rank) in (0, 1) for a in axes):
+        st.barrier(node, f"{node.op_type} touches the batch or channel axis")
+        return
+    pass_through(node, st)
+
+
+def no_channels(node: onnx.NodeProto, st: "ChannelState") -> None:
+    """Shape/Size read only the tensor's shape: nothing to tie, nothing flows on."""
+
+
+RULES: dict[str, Rule] = {
+    "Conv": conv,
+    "ConvTranspose": conv_transpose,
+    "Gemm": gemm,
+    "MatMul": gemm,
+    "Resize": resize,
+    "Upsample": resize,
+    "Pad": pad,
+    "Concat": concat,
+    "Split": split,
+    "Slice": slice_,
+    "Flatten": flatten,
+    "Reshape": reshape,
+    "Transpose": transpose,
+    "Squeeze": squeeze_unsqueeze,
+    "Unsqueeze": squeeze_unsqueeze,
+    "Shape": no_channels,
+    "Size": no_channels,
+    **{op: pass_through for op in PER_CHANNEL_UNARY},
+    **{op: elementwise for op in ELEMENTWISE},
+    **{op: reduction for op in REDUCTIONS},
+}

@@ -1,0 +1,76 @@
+"""Read-only lookups over a ModelProto graph that every pass needs: who produces and who
+consumes a tensor, initializers by name, and which node inputs carry data (not shapes)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+# Inputs that carry shape/index parameters rather than activations, per op type.
+_PARAMETER_INPUTS = {
+    "Reshape": {1}, "Resize": {1, 2, 3}, "Upsample": {1}, "Slice": {1, 2, 3, 4}, "Pad": {1, 2, 3},
+    "Expand": {1}, "Tile": {1}, "Split": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "ReduceMean": {1},
+    "ReduceMax": {1}, "ReduceSum": {1}, "ReduceMin": {1}, "Clip": {1, 2}, "ConstantOfShape": {0},
+    "Gather": {1}, "Dropout": {1, 2}, "TopK": {1}, "Range": {0, 1, 2},
+}
+SHAPE_OPS = {"Shape", "Size"}
+
+
+class GraphIndex:
+    """Producer/consumer maps of a graph, built once per analysis."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.graph = model.graph
+        self.initializers: dict[str, onnx.TensorProto] = {init.name: init for init in self.graph.initializer}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in self.graph.node:
+            for name in node.output:
+                if name:
+                    self.producer[name] = node
+            for name in node.input:
+                if name:
+                    self.consumers[name].append(node)
+        self.graph_inputs = [v.name for v in self.graph.input if v.name not in self.initializers]
+        self.graph_outputs = [v.name for v in self.graph.output]
+
+    def array(self, name: str) -> np.ndarray | None:
+        """The value of an initializer (or None when the tensor is computed)."""
+        init = self.initializers.get(name)
+        return None if init is None else numpy_helper.to_array(init)
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.initializers
+
+
+def data_inputs(node: onnx.NodeProto) -> list[str]:
+    """The inputs of a node that carry activations (not shape/axes/scales parameters)."""
+    skip = _PARAMETER_INPUTS.get(node.op_type, set())
+    return [name for index, name in enumerate(node.input) if name and index not in skip]
+
+
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def set_attribute(node: onnx.NodeProto, name: str, value) -> None:
+    for index, attr in enumerate(node.attribute):
+        if attr.name == name:
+            del node.attribute[index]
+            break
+    node.attribute.append(onnx.helper.make_attribute(name, value))
+
+
+def replace_initializer(model: onnx.ModelProto, name: str, array: np.ndarray) -> None:
+    for index, init in enumerate(model.graph.initializer):
+        if init.name == name:
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(array, name))
+            return
+    model.graph.initializer.append(numpy_helper.from_array(array, name))

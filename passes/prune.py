@@ -1,0 +1,124 @@
+"""The filter-pruning pass: a configuration (unit -> rate) becomes, per channel group, the
+channels with the smallest summed L1 norm removed; every affected tensor is sliced and the
+slices are recorded as a plan (PLAN.json) keyed by the names in the input model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+
+from onnxwootz.errors import BadSpecError
+from onnxwootz.passes.base import Pass, PassResult
+from onnxwootz.passes.canonicalize import shared_origins
+from onnxwootz.passes.channel_groups import ChannelAnalysis
+from onnxwootz.passes.slicing import Slicer
+from onnxwootz.passes.units import UnitPlan
+
+
+def kept_channels(channels: int, rate: float, round_to: int = 1) -> int:
+    """max(1, round((1 - rate) * channels)), optionally rounded to a multiple of round_to."""
+    keep = max(1, int(round((1.0 - rate) * channels)))
+    if round_to > 1:
+        keep = max(round_to, int(round(keep / round_to)) * round_to)
+    return min(keep, channels)
+
+
+def validate_config(config: dict[str, float], units: UnitPlan) -> None:
+    names = {unit.name for unit in units.units}
+    unknown = sorted(set(config) - names)
+    if unknown:
+        raise BadSpecError(f"configuration names unknown unit(s): {', '.join(unknown[:5])}; "
+                           f"known units: {', '.join(sorted(names)[:5])}{' ...' if len(names) > 5 else ''}")
+    for name, rate in config.items():
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= float(rate) < 1.0:
+            raise BadSpecError(f"rate of unit '{name}' must be a number in [0, 1), got {rate!r}")
+
+
+def group_keep_counts(analysis: ChannelAnalysis, units: UnitPlan, config: dict[str, float],
+                      round_to: int = 1) -> dict[int, int]:
+    validate_config(config, units)
+    keep = {}
+    for unit in units.units:
+        rate = float(config.get(unit.name, 0.0))
+        for group_id in unit.groups:
+            group = analysis.groups[group_id]
+            keep[group_id] = kept_channels(group.channels, rate, round_to)
+    return keep
+
+
+def select_removed(analysis: ChannelAnalysis, keep: dict[int, int]) -> np.ndarray:
+    """Boolean per atom: True where the filter is removed. Within a group the channels with
+    the largest summed L1 norm stay; a Split/Slice output never loses all its channels."""
+    removed = np.zeros(analysis.atom_count, dtype=bool)
+    for group_id, count in keep.items():
+        group = analysis.groups[group_id]
+        if count >= group.channels:
+            continue
+        order = np.argsort(-group.importance, kind="stable")
+        for channel in order[count:]:
+            removed[group.channel_atoms[channel]] = True
+    changed = True
+    while changed:
+        changed = False
+        for name in analysis.split_outputs:
+            ids = analysis.ids[name]
+            if len(ids) and removed[ids].all():
+                best = max(ids, key=lambda atom: analysis.groups[analysis.atom_group[atom]].importance[
+                    analysis.atom_channel[atom]])
+                group = analysis.groups[analysis.atom_group[best]]
+                removed[group.channel_atoms[analysis.atom_channel[best]]] = False
+                changed = True
+    return removed
+
+
+def _plan_names(model: onnx.ModelProto, slices: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Key slices by input-model names; private copies of a shared tensor that were all sliced
+    the same way collapse back to the shared name."""
+    origins = shared_origins(model)
+    copies: dict[str, list[str]] = {}
+    for private, origin in origins.items():
+        copies.setdefault(origin, []).append(private)
+    plan: dict[str, list[dict]] = {}
+    for name, entries in slices.items():
+        origin = origins.get(name)
+        if origin is None:
+            plan[name] = entries
+            continue
+        siblings = copies[origin]
+        if all(slices.get(s) == entries for s in siblings):
+            plan[origin] = entries
+        else:
+            plan[name] = entries
+    return plan
+
+
+@dataclasses.dataclass
+class PruneOutcome:
+    slices: dict[str, list[dict]]
+    group_channels: dict[int, tuple[int, int]]  # group id -> (kept, total)
+
+
+class FilterPrune(Pass):
+    """Slice a canonical model according to per-atom removal decisions."""
+
+    def __init__(self, analysis: ChannelAnalysis, removed: np.ndarray, shapes: dict[str, list[int]]):
+        self.analysis = analysis
+        self.removed = removed
+        self.shapes = shapes
+        self.outcome: PruneOutcome | None = None
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        masks = {name: ~self.removed[ids] for name, ids in self.analysis.ids.items()}
+        slicer = Slicer(model, masks, self.shapes)
+        slices = slicer.run()
+        channels = {}
+        for group in self.analysis.groups:
+            total = group.channels
+            kept = total - int(sum(self.removed[atoms[0]] for atoms in group.channel_atoms))
+            channels[group.id] = (kept, total)
+        if slices:
+            del model.graph.value_info[:]
+        self.outcome = PruneOutcome(_plan_names(model, slices), channels)
+        return PassResult(model, bool(slices))

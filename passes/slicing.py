@@ -1,0 +1,177 @@
+"""Structural slicing per op kind: given which channels survive on every tensor, cut the
+weights, per-channel constants and shape parameters of each node to match.
+
+Every weight or per-channel constant that is cut is recorded as a slice (axis, kept indices)
+under its initializer name; shape parameters (Split sizes, Slice bounds, Reshape targets,
+depthwise `group`) are rewritten but are not slices of data."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from onnxwootz.passes.graph_index import GraphIndex, attribute, replace_initializer, set_attribute
+
+Mask = np.ndarray  # bool per channel, True = kept
+
+
+class Slicer:
+    """Applies masks to one model in place and records the slices it made."""
+
+    def __init__(self, model: onnx.ModelProto, masks: dict[str, Mask], shapes: dict[str, list[int]]):
+        self.model = model
+        self.shapes = shapes
+        self.index = GraphIndex(model)
+        self.masks = masks
+        self.slices: dict[str, list[dict]] = {}
+
+    def mask(self, name: str) -> Mask | None:
+        mask = self.masks.get(name)
+        return None if mask is None or mask.all() else mask
+
+    def cut(self, name: str, axis: int, mask: Mask | None) -> None:
+        """Keep `mask` along `axis` of initializer `name`."""
+        if mask is None or not name:
+            return
+        array = self.index.array(name)
+        if array is None:
+            raise ValueError(f"cannot slice computed tensor '{name}'")
+        if array.shape[axis] != len(mask):
+            raise ValueError(f"'{name}' has {array.shape[axis]} entries on axis {axis}, mask has {len(mask)}")
+        keep = np.nonzero(mask)[0]
+        replace_initializer(self.model, name, np.take(array, keep, axis=axis))
+        self.slices.setdefault(name, []).append({"axis": axis, "keep": keep.tolist()})
+        self.index.initializers = {init.name: init for init in self.model.graph.initializer}
+
+    def rewrite(self, name: str, array: np.ndarray) -> None:
+        replace_initializer(self.model, name, array)
+        self.index.initializers = {init.name: init for init in self.model.graph.initializer}
+
+    def run(self) -> dict[str, list[dict]]:
+        for node in self.model.graph.node:
+            slicer = SLICERS.get(node.op_type)
+            if slicer is not None:
+                slicer(node, self)
+        return self.slices
+
+
+def _conv(node: onnx.NodeProto, s: Slicer) -> None:
+    m_in, m_out = s.mask(node.input[0]), s.mask(node.output[0])
+    group = attribute(node, "group", 1)
+    if group > 1:  # depthwise (input and output tied); grouped convs are kept whole
+        if m_out is not None:
+            s.cut(node.input[1], 0, m_out)
+            set_attribute(node, "group", int(m_out.sum()))
+    else:
+        s.cut(node.input[1], 0, m_out)
+        s.cut(node.input[1], 1, m_in)
+    if len(node.input) > 2:
+        s.cut(node.input[2], 0, m_out)
+
+
+def _conv_transpose(node: onnx.NodeProto, s: Slicer) -> None:
+    s.cut(node.input[1], 0, s.mask(node.input[0]))
+    s.cut(node.input[1], 1, s.mask(node.output[0]))
+    if len(node.input) > 2:
+        s.cut(node.input[2], 0, s.mask(node.output[0]))
+
+
+def _gemm(node: onnx.NodeProto, s: Slicer) -> None:
+    m_in, m_out = s.mask(node.input[0]), s.mask(node.output[0])
+    trans_b = attribute(node, "transB", 0) if node.op_type == "Gemm" else 0
+    s.cut(node.input[1], 1 if trans_b else 0, m_in)
+    s.cut(node.input[1], 0 if trans_b else 1, m_out)
+    if len(node.input) > 2 and node.input[2] and m_out is not None:
+        bias = s.index.array(node.input[2])
+        if bias is not None and bias.ndim >= 1 and bias.shape[-1] == len(m_out):
+            s.cut(node.input[2], bias.ndim - 1, m_out)
+
+
+def _per_channel_params(first: int, last: int) -> Callable[[onnx.NodeProto, Slicer], None]:
+    def slicer(node: onnx.NodeProto, s: Slicer) -> None:
+        mask = s.mask(node.output[0])
+        for name in node.input[first:last + 1]:
+            s.cut(name, 0, mask)
+
+    return slicer
+
+
+def _broadcast_constants(node: onnx.NodeProto, s: Slicer) -> None:
+    """Elementwise ops: constants with a per-channel axis follow the output's channels."""
+    mask = s.mask(node.output[0])
+    if mask is None:
+        return
+    rank = len(s.shapes[node.output[0]])
+    for name in node.input:
+        array = s.index.array(name)
+        if array is None:
+            continue
+        axis = 1 - (rank - array.ndim)
+        if 0 <= axis < array.ndim and array.shape[axis] == len(mask) and len(mask) > 1:
+            s.cut(name, axis, mask)
+
+
+def _split(node: onnx.NodeProto, s: Slicer) -> None:
+    masks = [s.masks.get(name) for name in node.output]
+    if all(m is None or m.all() for m in masks) or any(m is None for m in masks):
+        return
+    sizes = np.array([int(m.sum()) for m in masks], dtype=np.int64)
+    if len(node.input) > 1 and node.input[1]:
+        s.rewrite(node.input[1], sizes)
+    elif attribute(node, "split") is not None:
+        set_attribute(node, "split", sizes.tolist())
+    else:  # num_outputs (opset 18) or implicit equal split: make the sizes explicit
+        for index, attr in enumerate(node.attribute):
+            if attr.name == "num_outputs":
+                del node.attribute[index]
+                break
+        name = f"{node.name}_split_sizes"
+        s.rewrite(name, sizes)
+        while len(node.input) < 2:
+            node.input.append("")
+        node.input[1] = name
+
+
+def _slice(node: onnx.NodeProto, s: Slicer) -> None:
+    mask = s.masks.get(node.input[0])
+    if mask is None or mask.all() or node.output[0] not in s.masks:
+        return
+    axes_name = node.input[3] if len(node.input) > 3 else ""
+    starts, ends = s.index.array(node.input[1]), s.index.array(node.input[2])
+    axes = s.index.array(axes_name) if axes_name else np.arange(len(starts))
+    position = [i for i, a in enumerate(axes.tolist()) if a in (1, 1 - len(s.shapes[node.input[0]]))]
+    if not position:
+        return
+    i = position[0]
+    start, stop, _ = slice(int(starts[i]), int(ends[i])).indices(len(mask))
+    new_starts, new_ends = starts.copy(), ends.copy()
+    new_starts[i] = int(mask[:start].sum())
+    new_ends[i] = int(mask[:stop].sum())
+    s.rewrite(node.input[1], new_starts)
+    s.rewrite(node.input[2], new_ends)
+
+
+def _reshape(node: onnx.NodeProto, s: Slicer) -> None:
+    mask = s.masks.get(node.output[0])
+    target = s.index.array(node.input[1])
+    if mask is None or mask.all() or target is None or len(target) != 2 or target[1] <= 0:
+        return
+    new = target.copy()
+    new[1] = int(mask.sum())
+    s.rewrite(node.input[1], new)
+
+
+SLICERS: dict[str, Callable[[onnx.NodeProto, Slicer], None]] = {
+    "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
+    "Gemm": _gemm,
+    "MatMul": _gemm,
+    "BatchNormalization": _per_channel_params(1, 4),
+    "InstanceNormalization": _per_channel_params(1, 2),
+    "Split": _split,
+    "Slice": _slice,
+    "Reshape": _reshape,
+    **{op: _broadcast_constants for op in ("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu")},
+}

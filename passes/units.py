@@ -1,0 +1,132 @@
+"""Units: the entries of a pruning configuration.
+
+`module` granularity (the paper's): the graph is cut at tensors that every input-to-output
+path crosses; the nodes between two cuts form a module (modules without a filter producer are
+merged into the one before). Groups whose filters and consumers all lie inside one module
+take the module's rate; a group that leaves its module (the module's top layer) is kept,
+except in a module with no internal group (a plain chain such as VGG), where its output
+group is its unit. `group` granularity: every prunable group is a unit of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx
+
+from onnxwootz.passes.channel_groups import ChannelAnalysis
+from onnxwootz.passes.graph_index import SHAPE_OPS, GraphIndex, data_inputs
+
+GRANULARITIES = ("module", "group")
+_PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+@dataclasses.dataclass
+class Unit:
+    name: str
+    groups: list[int]
+    nodes: list[str]
+
+
+@dataclasses.dataclass
+class UnitPlan:
+    units: list[Unit]
+    kept: dict[int, str]  # group id -> why it is kept (barriers and module tops)
+
+
+def activation_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Nodes on activation paths: shape computations (Shape -> Gather -> ...) excluded."""
+    index = GraphIndex(model)
+    shape_only: set[str] = set()
+    for node in model.graph.node:
+        ins = [name for name in data_inputs(node) if name not in index.initializers]
+        if node.op_type in SHAPE_OPS or (ins and all(name in shape_only for name in ins)) or not ins:
+            shape_only.update(node.output)
+    return [node for node in model.graph.node if not all(out in shape_only for out in node.output if out)]
+
+
+def module_cuts(model: onnx.ModelProto) -> list[int]:
+    """Indices i (into activation_nodes) after which exactly one activation tensor is live."""
+    nodes = activation_nodes(model)
+    index = GraphIndex(model)
+    consumers_left: dict[str, int] = {}
+    for node in nodes:
+        for name in data_inputs(node):
+            if name not in index.initializers:
+                consumers_left[name] = consumers_left.get(name, 0) + 1
+    outputs = set(index.graph_outputs)
+    live: set[str] = {name for name in index.graph_inputs if consumers_left.get(name)}
+    cuts = []
+    for position, node in enumerate(nodes):
+        for name in data_inputs(node):
+            if name in consumers_left:
+                consumers_left[name] -= 1
+                if consumers_left[name] == 0 and name not in outputs:
+                    live.discard(name)
+        for name in node.output:
+            if name and (consumers_left.get(name) or name in outputs):
+                live.add(name)
+        if len(live) == 1 and position < len(nodes) - 1:
+            cuts.append(position)
+    return cuts
+
+
+def modules(model: onnx.ModelProto) -> list[list[onnx.NodeProto]]:
+    """Consecutive node runs between cuts; runs without a filter producer join the run before."""
+    nodes = activation_nodes(model)
+    bounds = [-1] + module_cuts(model) + [len(nodes) - 1]
+    runs = [nodes[a + 1:b + 1] for a, b in zip(bounds, bounds[1:]) if b > a]
+    merged: list[list[onnx.NodeProto]] = []
+    for run in runs:
+        if merged and not any(node.op_type in _PRODUCERS for node in run):
+            merged[-1].extend(run)
+        else:
+            merged.append(list(run))
+    if len(merged) > 1 and not any(node.op_type in _PRODUCERS for node in merged[0]):
+        merged[1] = merged[0] + merged[1]
+        merged.pop(0)
+    return merged
+
+
+def _group_nodes(model: onnx.ModelProto, analysis: ChannelAnalysis) -> dict[int, set[str]]:
+    """Nodes that read or write each group's channels."""
+    touched: dict[int, set[str]] = {}
+    for node in model.graph.node:
+        for name in list(node.input) + list(node.output):
+            for group in analysis.group_of_tensor(name):
+                touched.setdefault(group, set()).add(node.name)
+    return touched
+
+
+def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: str) -> UnitPlan:
+    kept = {g.id: g.kept_reason for g in analysis.groups if not g.prunable}
+    prunable = [g for g in analysis.groups if g.prunable]
+    if granularity == "group":
+        units = [Unit(f"g{g.id}:{g.producers[0]}", [g.id], list(g.producers)) for g in prunable]
+        return UnitPlan(units, kept)
+    node_module: dict[str, int] = {}
+    module_list = modules(model)
+    for number, run in enumerate(module_list):
+        for node in run:
+            node_module[node.name] = number
+    touched = _group_nodes(model, analysis)
+    internal: dict[int, list[int]] = {}
+    crossing: dict[int, list[int]] = {}
+    for group in prunable:
+        homes = {node_module.get(name) for name in touched.get(group.id, set())} - {None}
+        producer_homes = {node_module.get(name) for name in group.producers} - {None}
+        if len(homes) == 1:
+            internal.setdefault(homes.pop(), []).append(group.id)
+        elif len(producer_homes) == 1:
+            crossing.setdefault(producer_homes.pop(), []).append(group.id)
+        else:
+            kept[group.id] = "spans several modules (residual stream)"
+    units = []
+    for number, run in enumerate(module_list):
+        groups = internal.get(number) or crossing.get(number, [])
+        if internal.get(number):
+            for group_id in crossing.get(number, []):
+                kept[group_id] = "module output (the module's top layer is kept)"
+        if groups:
+            first = next((n.name for n in run if n.op_type in _PRODUCERS), run[0].name)
+            units.append(Unit(f"m{number}:{first}", sorted(groups), [n.name for n in run]))
+    return UnitPlan(units, kept)
