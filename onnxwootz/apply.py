@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import onnx
 
 from onnxwootz.atomic import write_json
@@ -39,9 +40,16 @@ class PrunedModel:
     model: onnx.ModelProto
     config: dict[str, float]
     slices: dict[str, list[dict]]
+    canonical_slices: dict[str, list[dict]]
     units: list[UnitChannels]
     params: int
     macs: int
+    removed: np.ndarray  # per atom of the analysis: True where the filter was removed
+
+    def kept_channels(self, prepared: PreparedModel, tensor: str) -> np.ndarray | None:
+        """Indices of the teacher's channels of `tensor` that survive (None: not a channel tensor)."""
+        ids = prepared.analysis.ids.get(tensor)
+        return None if ids is None else np.nonzero(~self.removed[ids])[0]
 
 
 @dataclasses.dataclass
@@ -106,7 +114,8 @@ def prune_prepared(prepared: PreparedModel, config: dict[str, float], granularit
         total = sum(outcome.group_channels[g][1] for g in unit.groups)
         units.append(UnitChannels(unit.name, float(config.get(unit.name, 0.0)), total, kept))
     params, macs, _ = count(model, static_shapes(model, prepared.feed_shapes))
-    return PrunedModel(model, {u.name: u.rate for u in units}, outcome.slices, units, params, macs)
+    return PrunedModel(model, {u.name: u.rate for u in units}, outcome.slices, outcome.canonical_slices, units, params,
+                       macs, removed)
 
 
 def apply(model: ModelSource, rate: float | None = None, config: ConfigSource | None = None,

@@ -96,7 +96,8 @@ def _plan_names(model: onnx.ModelProto, slices: dict[str, list[dict]]) -> dict[s
 
 @dataclasses.dataclass
 class PruneOutcome:
-    slices: dict[str, list[dict]]
+    slices: dict[str, list[dict]]  # keyed by input-model names (PLAN.json)
+    canonical_slices: dict[str, list[dict]]  # keyed by the canonical model's initializer names
     group_channels: dict[int, tuple[int, int]]  # group id -> (kept, total)
 
 
@@ -120,5 +121,5 @@ class FilterPrune(Pass):
             channels[group.id] = (kept, total)
         if slices:
             del model.graph.value_info[:]
-        self.outcome = PruneOutcome(_plan_names(model, slices), channels)
+        self.outcome = PruneOutcome(_plan_names(model, slices), slices, channels)
         return PassResult(model, bool(slices))

@@ -25,6 +25,15 @@ class Unit:
     name: str
     groups: list[int]
     nodes: list[str]
+    entry: str | None = None  # module granularity: the tensor entering the module
+    exit: str | None = None  # and the tensor leaving it
+
+
+@dataclasses.dataclass
+class Module:
+    nodes: list[onnx.NodeProto]
+    entry: str
+    exit: str
 
 
 @dataclasses.dataclass
@@ -44,8 +53,8 @@ def activation_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [node for node in model.graph.node if not all(out in shape_only for out in node.output if out)]
 
 
-def module_cuts(model: onnx.ModelProto) -> list[int]:
-    """Indices i (into activation_nodes) after which exactly one activation tensor is live."""
+def module_cuts(model: onnx.ModelProto) -> list[tuple[int, str]]:
+    """(i, tensor): after activation node i exactly one activation tensor is live."""
     nodes = activation_nodes(model)
     index = GraphIndex(model)
     consumers_left: dict[str, int] = {}
@@ -66,23 +75,28 @@ def module_cuts(model: onnx.ModelProto) -> list[int]:
             if name and (consumers_left.get(name) or name in outputs):
                 live.add(name)
         if len(live) == 1 and position < len(nodes) - 1:
-            cuts.append(position)
+            cuts.append((position, next(iter(live))))
     return cuts
 
 
-def modules(model: onnx.ModelProto) -> list[list[onnx.NodeProto]]:
+def modules(model: onnx.ModelProto) -> list[Module]:
     """Consecutive node runs between cuts; runs without a filter producer join the run before."""
     nodes = activation_nodes(model)
-    bounds = [-1] + module_cuts(model) + [len(nodes) - 1]
-    runs = [nodes[a + 1:b + 1] for a, b in zip(bounds, bounds[1:]) if b > a]
-    merged: list[list[onnx.NodeProto]] = []
+    index = GraphIndex(model)
+    cuts = module_cuts(model)
+    first_input = index.graph_inputs[0] if index.graph_inputs else ""
+    last_output = index.graph_outputs[0] if index.graph_outputs else ""
+    bounds = [(-1, first_input)] + cuts + [(len(nodes) - 1, last_output)]
+    runs = [Module(nodes[a + 1:b + 1], entry, exit_) for (a, entry), (b, exit_) in zip(bounds, bounds[1:]) if b > a]
+    merged: list[Module] = []
     for run in runs:
-        if merged and not any(node.op_type in _PRODUCERS for node in run):
-            merged[-1].extend(run)
+        if merged and not any(node.op_type in _PRODUCERS for node in run.nodes):
+            merged[-1].nodes.extend(run.nodes)
+            merged[-1].exit = run.exit
         else:
-            merged.append(list(run))
-    if len(merged) > 1 and not any(node.op_type in _PRODUCERS for node in merged[0]):
-        merged[1] = merged[0] + merged[1]
+            merged.append(run)
+    if len(merged) > 1 and not any(node.op_type in _PRODUCERS for node in merged[0].nodes):
+        merged[1] = Module(merged[0].nodes + merged[1].nodes, merged[0].entry, merged[1].exit)
         merged.pop(0)
     return merged
 
@@ -105,8 +119,8 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
         return UnitPlan(units, kept)
     node_module: dict[str, int] = {}
     module_list = modules(model)
-    for number, run in enumerate(module_list):
-        for node in run:
+    for number, module in enumerate(module_list):
+        for node in module.nodes:
             node_module[node.name] = number
     touched = _group_nodes(model, analysis)
     internal: dict[int, list[int]] = {}
@@ -121,12 +135,13 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
         else:
             kept[group.id] = "spans several modules (residual stream)"
     units = []
-    for number, run in enumerate(module_list):
+    for number, module in enumerate(module_list):
         groups = internal.get(number) or crossing.get(number, [])
         if internal.get(number):
             for group_id in crossing.get(number, []):
                 kept[group_id] = "module output (the module's top layer is kept)"
         if groups:
+            run = module.nodes
             first = next((n.name for n in run if n.op_type in _PRODUCERS), run[0].name)
-            units.append(Unit(f"m{number}:{first}", sorted(groups), [n.name for n in run]))
+            units.append(Unit(f"m{number}:{first}", sorted(groups), [n.name for n in run], module.entry, module.exit))
     return UnitPlan(units, kept)

@@ -1,0 +1,71 @@
+"""`onnxwootz prune`: the whole method on a teacher model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from onnxwootz.cli import JSON_OPTION, RichProgress, app, console, execute
+
+
+@app.command()
+def prune(
+    model: Path = typer.Argument(..., help="Trained teacher (ONNX) with 'onnxwootz.preprocess' metadata."),
+    data: Optional[str] = typer.Option(None, "--data", help="digits | DIR (train/<class>/..., val/<class>/...) | "
+                                       "FILE.npz (x_train, y_train, x_val, y_val). Default: the dataset the model's "
+                                       "metadata names."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="TOML spec; flags below override it."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Resumable run directory (default runs/<model>)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the answer (default in the run dir)."),
+    candidates: Optional[int] = typer.Option(None, "--candidates", "-n", help="Size of the promising subspace."),
+    configs: Optional[str] = typer.Option(None, "--configs", help="CONFIGS.json: your own subspace."),
+    rates: Optional[str] = typer.Option(None, "--rates", help="Pruning rates to sample, e.g. 0.3,0.5,0.7."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="min size | min macs | min latency."),
+    constraint: Optional[str] = typer.Option(None, "--constraint",
+                                             help="'accuracy >= teacher - 0.01' or 'accuracy >= 0.95'."),
+    blocks: Optional[str] = typer.Option(None, "--blocks", help="sequitur | per-unit."),
+    pretrain: Optional[str] = typer.Option(None, "--pretrain", help="lazy (blocks trained when first needed) | eager."),
+    pretrain_steps: Optional[int] = typer.Option(None, "--pretrain-steps"),
+    finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps"),
+    batch: Optional[int] = typer.Option(None, "--batch"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    baseline: bool = typer.Option(False, "--baseline", help="Explore from L1-pruned weights (the paper's default)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard the run directory's journal and start over."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Find the smallest (or fastest) pruned model that meets an accuracy bound, with composability."""
+    from onnxwootz.pipeline import prune as run
+
+    rate_list = None
+    if rates is not None:
+        try:
+            rate_list = [float(r) for r in rates.split(",") if r.strip()]
+        except ValueError:
+            rate_list = [-1.0]
+
+    def render(result) -> None:
+        table = Table(title=f"{result.mode}: {result.objective} with {result.constraint}")
+        for column in ("cand.", "params", "MACs", "acc. at assembly", "final acc.", "steps", "met", "seconds"):
+            table.add_column(column)
+        for trial in result.trials:
+            table.add_row(str(trial.candidate), f"{trial.params:,}", f"{trial.macs:,}", f"{trial.accuracy_at_assembly:.4f}",
+                          f"{trial.accuracy:.4f}", str(trial.steps), "yes" if trial.met else "no", f"{trial.seconds:.1f}")
+        console.print(table)
+        console.print(f"teacher accuracy {result.teacher_accuracy:.4f}, bound {result.bound:.4f}; "
+                      f"{result.candidates_tried} of {result.candidates} candidates tried, {result.blocks_trained} "
+                      f"block(s) pre-trained ({result.pretrain_seconds:.1f} s), {result.wall_seconds:.1f} s in all")
+        if result.model:
+            console.print(f"[bold green]answer:[/] {result.model}: accuracy {result.accuracy:.4f}, params "
+                          f"{result.params:,} ({1 - result.params / result.teacher_params:.1%} smaller), MACs {result.macs:,}")
+        else:
+            console.print("[bold yellow]no candidate met the constraint[/]")
+
+    execute(lambda: run(model, data=data, spec=spec, run_dir=run_dir, output=output, fresh=fresh,
+                        progress=RichProgress(not json_output), candidates=candidates, configs=configs, rates=rate_list,
+                        objective=objective, constraint=constraint, blocks=blocks, pretrain=pretrain,
+                        pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, batch=batch, device=device,
+                        seed=seed, baseline=baseline or None), json_output, render)

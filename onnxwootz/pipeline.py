@@ -1,0 +1,351 @@
+"""`prune`: the whole Wootz method on an ONNX teacher.
+
+analyze -> promising subspace -> tuning blocks (Sequitur) -> block pre-training (teacher-
+student, multiplexed; lazily, when the first candidate that needs a block is reached) ->
+explore candidates in objective order: assemble from pre-trained blocks (uncovered units keep
+L1-pruned teacher weights), evaluate, fine-tune only if needed, stop at the first that meets
+the constraint -> write the answer as ONNX (checked, ORT == torch) and a summary.
+With `baseline=True` every candidate starts from L1-pruned teacher weights (the paper's
+"default"), so the method's gain is measured on the same candidates, seeds and budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.progress import NULL_PROGRESS, Progress
+from onnxwootz.results import Result
+from onnxwootz.spec import Spec, load_spec
+
+
+@dataclasses.dataclass
+class Trial:
+    mode: str
+    candidate: int
+    rates: list[float]
+    params: int
+    macs: int
+    latency_ms: float | None
+    accuracy_at_assembly: float
+    accuracy: float
+    met: bool
+    steps: int
+    seconds: float
+    blocks: list[int]
+    curve: list[list[float]]
+
+
+@dataclasses.dataclass
+class PruneResult(Result):
+    teacher: str
+    model: str | None
+    run_dir: str
+    mode: str
+    objective: str
+    constraint: str
+    teacher_accuracy: float
+    bound: float
+    accuracy: float | None
+    max_accuracy_drop: float
+    params: int | None
+    macs: int | None
+    teacher_params: int
+    teacher_macs: int
+    candidates: int
+    candidates_tried: int
+    blocks: int
+    blocks_trained: int
+    pretrain_seconds: float
+    wall_seconds: float
+    trials: list[Trial]
+
+
+def default_run_dir(model: str | os.PathLike[str], baseline: bool) -> Path:
+    stem = Path(model).name.removesuffix(".onnx")
+    return Path("runs") / (stem + ("-baseline" if baseline else ""))
+
+
+def prune(model: str | os.PathLike[str], data: str | None = None, spec: Spec | str | os.PathLike[str] | None = None,
+          run_dir: str | os.PathLike[str] | None = None, output: str | os.PathLike[str] | None = None,
+          fresh: bool = False, progress: Progress = NULL_PROGRESS, **overrides: Any) -> PruneResult:
+    """Run the method (or the baseline, `baseline=True`) on a teacher ONNX file."""
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, **overrides)
+    elif overrides:
+        spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    explorer = _Explorer(Path(model), data, spec, run_dir, fresh, progress)
+    return explorer.run(output)
+
+
+class _Explorer:
+    def __init__(self, model: Path, data: str | None, spec: Spec, run_dir, fresh: bool, progress: Progress):
+        from onnxwootz.data import load_dataset
+        from onnxwootz.journal import RunDir, fingerprint
+        from onnxwootz.preprocess import Preprocess, dataset_of
+        from onnxwootz.prepared import prepare
+
+        self.spec = spec
+        self.progress = progress
+        self.mode = "baseline" if spec.baseline else "method"
+        self.model_path = model
+        self.prepared = prepare(model)
+        self.started = time.perf_counter()
+        teacher = self.prepared.model
+        self.preprocess = Preprocess.from_model(teacher)
+        if self.preprocess is None:
+            raise BadSpecError(f"{model} has no 'onnxwootz.preprocess' metadata: the tool cannot know how to "
+                               "feed it images (see the README for the format)")
+        data = data or dataset_of(teacher)
+        if data is None:
+            raise BadSpecError(f"{model} does not name its dataset in its metadata: pass --data digits, "
+                               "--data DIR (train/<class>/*.png, val/<class>/...) or --data FILE.npz")
+        self.data_name = data
+        out_shape = self.prepared.shapes[self.prepared.model.graph.output[0].name]
+        self.num_classes = int(out_shape[-1])
+        self.dataset = load_dataset(data, self.preprocess, self.num_classes, spec.seed)
+        expected = list(self.prepared.feed_shapes[next(iter(self.prepared.feed_shapes))][1:])
+        if list(self.dataset.x_train.shape[1:]) != expected:
+            raise BadDataError(f"images become {list(self.dataset.x_train.shape[1:])} after preprocessing but the "
+                               f"model takes {expected}")
+        data_id = data if not Path(data).exists() else fingerprint(Path(data).resolve().as_posix(),
+                                                                     Path(data).stat().st_mtime)
+        identity = {"model": fingerprint(teacher.SerializeToString()), "data": data_id, "spec": spec.to_dict()}
+        self.rundir = RunDir(run_dir or default_run_dir(model, spec.baseline), identity, fresh)
+        self.units = self.prepared.units(spec.granularity).units
+        self.unit_names = [unit.name for unit in self.units]
+        if not self.units:
+            raise BadSpecError(f"{model} has no prunable units (every channel group is kept; see `onnxwootz analyze`)")
+
+    # -- set-up: subspace, blocks, ordering ---------------------------------------------------------
+    def _configs(self) -> list[list[float]]:
+        from onnxwootz.configs import load_configs
+        from onnxwootz.subspace import sample_configurations
+
+        stored = self.rundir.path / "configs.json"
+        if stored.exists():
+            return load_configs(stored, len(self.units))
+        if self.spec.configs:
+            configs = load_configs(self.spec.configs, len(self.units))
+        else:
+            configs = sample_configurations(self.spec.candidates, len(self.units), self.spec.rates,
+                                            lambda rates: self.costs.estimate(rates)[0], self.spec.seed)
+        self.rundir.write_json("configs.json", configs)
+        return configs
+
+    def _order(self, configs: list[list[float]]) -> list[int]:
+        key = self.spec.objective_key()
+        if key == "latency":
+            values = [self._latency(i, rates) for i, rates in enumerate(configs)]
+        else:
+            values = [self.costs.estimate(rates)[0 if key == "size" else 1] for rates in configs]
+        return sorted(range(len(configs)), key=lambda i: (values[i], i))
+
+    def _latency(self, index: int, rates: list[float]) -> float:
+        """Measured once per candidate before any training, cached in the journal."""
+        from onnxwootz.apply import prune_prepared
+        from onnxwootz.runtime.bench import bench
+
+        event = self.rundir.find("latency", candidate=index)
+        if event is None:
+            started = time.perf_counter()
+            pruned = prune_prepared(self.prepared, dict(zip(self.unit_names, rates)), self.spec.granularity)
+            result = bench([pruned.model], provider=self.spec.provider, batches=(1,), warmup=3, runs=20)
+            event = {"event": "latency", "candidate": index, "p50_ms": result.entries[0].p50_ms,
+                     "seconds": time.perf_counter() - started}
+            self.rundir.record(event)
+        return float(event["p50_ms"])
+
+    # -- blocks -------------------------------------------------------------------------------------
+    def _block_file(self, block_index: int) -> str:
+        from onnxwootz.journal import fingerprint
+
+        block = self.blockset.blocks[block_index]
+        return f"blocks/{fingerprint(block.start, list(block.rates))}.safetensors"
+
+    def _train_blocks(self, indices: Sequence[int], seed: int) -> None:
+        from onnxwootz.apply import prune_prepared
+        from onnxwootz.passes.block_slice import slice_span
+        from onnxwootz.runtime.torch_graph import TorchGraph
+        from onnxwootz.runtime.training import Student, pretrain_blocks
+
+        todo = [b for b in indices if self.rundir.find("block", file=self._block_file(b)) is None]
+        if not todo:
+            return
+        started = time.perf_counter()
+        students, pruned_of = [], {}
+        for b in todo:
+            block = self.blockset.blocks[b]
+            span = self.units[block.start:block.start + len(block.rates)]
+            config = {name: 0.0 for name in self.unit_names}
+            config.update({unit.name: rate for unit, rate in zip(span, block.rates)})
+            pruned = prune_prepared(self.prepared, config, self.spec.granularity)
+            entry, exit_ = span[0].entry, span[-1].exit
+            keep = pruned.kept_channels(self.prepared, exit_)
+            shapes = dict(self.prepared.shapes)
+            full = self.prepared.shapes[exit_][1]
+            if keep is not None and len(keep) < full:
+                shapes[exit_] = [shapes[exit_][0], len(keep), *shapes[exit_][2:]]
+            else:
+                keep = None
+            view = TorchGraph(slice_span(pruned.model, entry, exit_, shapes))
+            students.append(Student(self._block_file(b), view, entry, exit_, keep))
+            pruned_of[self._block_file(b)] = pruned
+        self.pretrain_spent = getattr(self, "pretrain_spent", 0.0)
+        losses = pretrain_blocks(self.prepared.model, students, self.x_train, self.spec.pretrain_steps,
+                                 self.spec.batch, self.spec.pretrain_lr, self.spec.pretrain_weight_decay, seed,
+                                 self.device, self.progress)
+        seconds = (time.perf_counter() - started) / len(students)
+        self.pretrain_spent += time.perf_counter() - started
+        for student, b in zip(students, todo):
+            trained = {init.name: onnx.numpy_helper.to_array(init) for init in student.view.to_onnx().graph.initializer
+                       if init.name in student.view.param_names}
+            pruned = pruned_of[student.key]
+            arrays = {name: _scatter(self.teacher_arrays[name], value, pruned.canonical_slices.get(name, []))
+                      for name, value in trained.items()}
+            self.rundir.save_arrays(student.key, arrays)
+            self.rundir.record({"event": "block", "file": student.key, "block": b,
+                             "symbols": self.blockset.blocks[b].symbols, "loss": losses[student.key],
+                             "seconds": seconds})
+
+    # -- candidates ---------------------------------------------------------------------------------
+    def _assemble(self, index: int, rates: list[float]):
+        from onnxwootz.apply import prune_prepared
+        from onnxwootz.passes.graph_index import replace_initializer
+
+        pruned = prune_prepared(self.prepared, dict(zip(self.unit_names, rates)), self.spec.granularity)
+        used: list[int] = []
+        if self.mode == "method":
+            used = list(self.blockset.composites[index].blocks)
+            if self.spec.pretrain == "lazy":
+                self._train_blocks(used, seed=self.spec.seed * 7919 + index)
+            for b in used:
+                for name, full in self.rundir.load_arrays(self._block_file(b)).items():
+                    replace_initializer(pruned.model, name, _take(full, pruned.canonical_slices.get(name, [])))
+        return pruned, used
+
+    def _trial(self, index: int, rates: list[float]) -> dict[str, Any]:
+        from onnxwootz.runtime.torch_graph import TorchGraph
+        from onnxwootz.runtime.training import finetune
+
+        started = time.perf_counter()
+        self.pretrain_spent = 0.0
+        pruned, used = self._assemble(index, rates)
+        view = TorchGraph(pruned.model).to(self.device)
+        outcome = finetune(view, self.x_train, self.y_train, self.x_val, self.y_val, self.bound,
+                           self.spec.finetune_steps, self.spec.batch, self.spec.finetune_lr,
+                           self.spec.finetune_weight_decay, self.spec.eval_every, self.spec.seed * 104729 + index,
+                           self.progress, f"candidate {index} ({self.mode})")
+        latency = self.rundir.find("latency", candidate=index)
+        event = {"event": "trial", "mode": self.mode, "candidate": index, "rates": rates, "params": pruned.params,
+                 "macs": pruned.macs, "latency_ms": latency["p50_ms"] if latency else None,
+                 "accuracy_at_assembly": outcome.curve[0][1], "accuracy": outcome.accuracy, "met": outcome.met,
+                 "steps": outcome.steps, "blocks": used, "curve": [list(point) for point in outcome.curve]}
+        if outcome.met:
+            self._write_answer(view, pruned.model if outcome.steps == 0 else view.to_onnx(), outcome.accuracy)
+        event["seconds"] = time.perf_counter() - started - self.pretrain_spent  # pre-training is journaled apart
+        self.rundir.record(event)
+        return event
+
+    def _write_answer(self, view, model: onnx.ModelProto, accuracy: float) -> None:
+        import torch
+
+        from onnxwootz.modelio import save_model
+        from onnxwootz.passes.base import check_model
+        from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, set_metadata
+        from onnxwootz.runtime.sessions import cpu_session
+
+        set_metadata(model, DATASET_KEY, self.data_name)
+        set_metadata(model, ACCURACY_KEY, f"{accuracy:.6f}")
+        check_model(model)
+        sample = self.dataset.x_val[:16]
+        ort_out = cpu_session(model).run(None, {model.graph.input[0].name: sample})[0]
+        with torch.no_grad():
+            torch_out = view.eval()(torch.from_numpy(sample).to(self.device)).float().cpu().numpy()
+        if not np.allclose(ort_out, torch_out, rtol=1e-3, atol=1e-4):
+            raise RuntimeError("the written answer disagrees with its torch view (ONNX Runtime vs torch)")
+        save_model(model, self.answer_path)
+
+    # -- the run ------------------------------------------------------------------------------------
+    def run(self, output: str | os.PathLike[str] | None) -> PruneResult:
+        import torch
+
+        from onnxwootz.blocks import identify_blocks
+        from onnxwootz.costs import CostModel
+        from onnxwootz.runtime.devices import resolve_device
+        from onnxwootz.runtime.torch_graph import TorchGraph
+        from onnxwootz.runtime.training import evaluate, tensors
+
+        spec = self.spec
+        self.device = resolve_device(spec.device)
+        threads = spec.threads or (1 if self.prepared.macs < 50_000_000 else torch.get_num_threads())
+        torch.set_num_threads(threads)
+        torch.manual_seed(spec.seed)
+        self.x_train, self.y_train = tensors(self.dataset.x_train, self.dataset.y_train, self.device)
+        self.x_val, self.y_val = tensors(self.dataset.x_val, self.dataset.y_val, self.device)
+        self.costs = CostModel(self.prepared, spec.granularity)
+        self.answer_path = Path(output) if output else self.rundir.path / f"{self.model_path.name.removesuffix('.onnx')}.pruned.onnx"
+        self.teacher_arrays = {init.name: onnx.numpy_helper.to_array(init) for init in self.prepared.model.graph.initializer}
+        teacher_event = self.rundir.find("teacher")
+        if teacher_event is None:
+            started = time.perf_counter()
+            accuracy = evaluate(TorchGraph(self.prepared.model).to(self.device), self.x_val, self.y_val)
+            teacher_event = {"event": "teacher", "accuracy": accuracy, "seconds": time.perf_counter() - started}
+            self.rundir.record(teacher_event)
+        teacher_accuracy = float(teacher_event["accuracy"])
+        self.bound = spec.parsed_constraint.bound(teacher_accuracy)
+        configs = self._configs()
+        order = self._order(configs)
+        self.blockset = identify_blocks(configs, None, spec.blocks) if self.mode == "method" else None
+        if self.mode == "method":
+            self.rundir.write_json("blocks.json", {"blocks": [dataclasses.asdict(b) for b in self.blockset.blocks],
+                                                "networks": [dataclasses.asdict(c) for c in self.blockset.composites]})
+            if spec.pretrain == "eager":
+                self._train_blocks(range(len(self.blockset.blocks)), seed=spec.seed)
+        answer = None
+        with self.progress.task(f"exploring candidates ({self.mode})", total=len(order)) as task:
+            for index in order:
+                event = self.rundir.find("trial", mode=self.mode, candidate=index)
+                if event is None or (event["met"] and not self.answer_path.exists()):
+                    event = self._trial(index, configs[index])
+                task.advance(1, accuracy=event["accuracy"])
+                if event["met"]:
+                    answer = event
+                    break
+        trials = [Trial(**{k: v for k, v in e.items() if k != "event"}) for e in self.rundir.all("trial")
+                  if e["mode"] == self.mode]
+        blocks_trained = self.rundir.all("block")
+        wall = sum(float(e.get("seconds", 0.0)) for e in self.rundir.events)
+        result = PruneResult(
+            teacher=str(self.model_path), model=str(self.answer_path) if answer else None, run_dir=str(self.rundir.path),
+            mode=self.mode, objective=spec.objective, constraint=spec.constraint, teacher_accuracy=teacher_accuracy,
+            bound=self.bound, accuracy=answer["accuracy"] if answer else None,
+            max_accuracy_drop=teacher_accuracy - self.bound, params=answer["params"] if answer else None,
+            macs=answer["macs"] if answer else None, teacher_params=self.prepared.params,
+            teacher_macs=self.prepared.macs, candidates=len(configs), candidates_tried=len(trials),
+            blocks=len(self.blockset.blocks) if self.blockset else 0, blocks_trained=len(blocks_trained),
+            pretrain_seconds=sum(float(e["seconds"]) for e in blocks_trained), wall_seconds=wall, trials=trials)
+        self.rundir.write_json("summary.json", result.to_dict())
+        return result
+
+
+def _scatter(teacher: np.ndarray, student: np.ndarray, entries: list[dict]) -> np.ndarray:
+    """Student values written into a copy of the teacher tensor at the kept positions."""
+    full = teacher.copy()
+    index = [np.arange(n) for n in teacher.shape]
+    for entry in entries:
+        index[entry["axis"]] = np.asarray(entry["keep"])
+    full[np.ix_(*index)] = student
+    return full
+
+
+def _take(full: np.ndarray, entries: list[dict]) -> np.ndarray:
+    for entry in entries:
+        full = np.take(full, entry["keep"], axis=entry["axis"])
+    return full

@@ -1,0 +1,118 @@
+"""The pruning spec: every knob of `onnxwootz prune`, with defaults, loadable from TOML and
+overridable from the command line. Objective and constraint use the paper's form:
+`min size|macs|latency` and `accuracy >= teacher - 0.01` or `accuracy >= 0.95`."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from onnxwootz.errors import BadSpecError
+
+OBJECTIVES = ("size", "macs", "latency")
+_CONSTRAINT = re.compile(r"^\s*accuracy\s*>=\s*(?:(teacher)\s*-\s*)?([0-9]*\.?[0-9]+)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """accuracy >= teacher - drop (relative) or accuracy >= bound (absolute)."""
+
+    relative: bool
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        match = _CONSTRAINT.match(text)
+        if not match:
+            raise BadSpecError(f"constraint must read 'accuracy >= teacher - 0.01' or 'accuracy >= 0.95', got '{text}'")
+        return cls(relative=bool(match.group(1)), value=float(match.group(2)))
+
+    def bound(self, teacher_accuracy: float) -> float:
+        return teacher_accuracy - self.value if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"accuracy >= teacher - {self.value:g}" if self.relative else f"accuracy >= {self.value:g}"
+
+
+@dataclasses.dataclass
+class Spec:
+    rates: list[float] = dataclasses.field(default_factory=lambda: [0.3, 0.5, 0.7])
+    candidates: int = 16
+    configs: str | None = None
+    granularity: str = "module"
+    objective: str = "min size"
+    constraint: str = "accuracy >= teacher - 0.01"
+    blocks: str = "sequitur"
+    pretrain: str = "lazy"
+    pretrain_steps: int = 300
+    pretrain_lr: float = 1e-3
+    pretrain_weight_decay: float = 1e-4
+    finetune_steps: int = 300
+    finetune_lr: float = 3e-4
+    finetune_weight_decay: float = 1e-5
+    eval_every: int = 50
+    batch: int = 32
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0: one thread for small models (< 50M MACs), else torch's default
+    seed: int = 0
+    provider: str = "cpu"
+    baseline: bool = False
+
+    def validate(self) -> "Spec":
+        if not self.rates or any(not 0 < r < 1 for r in self.rates):
+            raise BadSpecError(f"rates must be numbers in (0, 1), got {self.rates}")
+        if self.candidates < 1:
+            raise BadSpecError(f"candidates must be >= 1, got {self.candidates}")
+        if self.granularity != "module":
+            raise BadSpecError("prune trains tuning blocks over module spans: use granularity 'module'")
+        self.objective_key()
+        Constraint.parse(self.constraint)
+        if self.blocks not in ("sequitur", "per-unit"):
+            raise BadSpecError(f"blocks must be 'sequitur' or 'per-unit', got '{self.blocks}'")
+        if self.pretrain not in ("lazy", "eager"):
+            raise BadSpecError(f"pretrain must be 'lazy' or 'eager', got '{self.pretrain}'")
+        for name in ("pretrain_steps", "finetune_steps", "eval_every", "batch"):
+            if getattr(self, name) < (0 if name.endswith("steps") else 1):
+                raise BadSpecError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise BadSpecError(f"device must be auto, cpu or cuda, got '{self.device}'")
+        return self
+
+    def objective_key(self) -> str:
+        parts = self.objective.split()
+        if len(parts) != 2 or parts[0] != "min" or parts[1] not in OBJECTIVES:
+            raise BadSpecError(f"objective must be 'min size', 'min macs' or 'min latency', got '{self.objective}'")
+        return parts[1]
+
+    @property
+    def parsed_constraint(self) -> Constraint:
+        return Constraint.parse(self.constraint)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_spec(path: str | Path | None = None, **overrides: Any) -> Spec:
+    """Defaults, then the TOML file (a flat table, or a [prune] table), then overrides (None = unset)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise BadSpecError(f"spec file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise BadSpecError(f"{path} is not valid TOML: {exc}") from None
+        values.update(data.get("prune", data))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(Spec)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise BadSpecError(f"unknown spec field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return Spec(**values).validate()
+    except TypeError as exc:
+        raise BadSpecError(f"bad spec: {exc}") from None

@@ -1,0 +1,143 @@
+"""Training loops on torch views of ONNX graphs: evaluation, multiplexed block pre-training
+(one teacher pass per batch feeds every student) and fine-tuning with early stopping."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+
+from onnxwootz.progress import NULL_PROGRESS, Progress
+from onnxwootz.runtime.devices import autocast_context
+from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
+
+
+def tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device), torch.from_numpy(y).long().to(device)
+
+
+@torch.no_grad()
+def evaluate(view: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    """Top-1 accuracy of a classifier view (eval mode, restored afterwards)."""
+    was_training = view.training
+    view.eval()
+    correct = 0
+    for start in range(0, len(x), batch):
+        logits = view(x[start:start + batch])
+        correct += int((logits.argmax(dim=1) == y[start:start + batch]).sum())
+    view.train(was_training)
+    return correct / max(len(x), 1)
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of `model` whose outputs are exactly `names` (taps for multiplexed training)."""
+    tapped = onnx.ModelProto()
+    tapped.CopyFrom(model)
+    del tapped.graph.output[:]
+    for name in names:
+        tapped.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return tapped
+
+
+@dataclasses.dataclass
+class Student:
+    """A pruned block to train: reads teacher tensor `entry`, imitates `exit` (at `keep`)."""
+
+    key: str
+    view: TorchGraph
+    entry: str
+    exit: str
+    keep: np.ndarray | None = None
+
+
+def pretrain_blocks(teacher: onnx.ModelProto, students: list[Student], x: torch.Tensor, steps: int, batch: int,
+                    lr: float, weight_decay: float, seed: int, device: torch.device,
+                    progress: Progress = NULL_PROGRESS, autocast: bool = True) -> dict[str, float]:
+    """Train all students together: per batch one teacher forward pass (all block boundaries
+    as outputs), then each student's MSE to its teacher counterpart. Returns each student's
+    mean loss over the last 10% of steps."""
+    taps = sorted({s.entry for s in students} | {s.exit for s in students})
+    teacher_view = TorchGraph(with_outputs(teacher, taps)).to(device).eval()
+    for parameter in teacher_view.parameters():
+        parameter.requires_grad_(False)
+    position = {name: i for i, name in enumerate(taps)}
+    keeps = {s.key: (torch.from_numpy(s.keep).to(device) if s.keep is not None else None) for s in students}
+    params = []
+    for student in students:
+        student.view.to(device).train()
+        params += [p for _, p in named_onnx_parameters(student.view)]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    tail = max(1, steps // 10)
+    history: dict[str, list[float]] = {s.key: [] for s in students}
+    with progress.task(f"pre-training {len(students)} block(s)", total=steps) as task:
+        for step in range(steps):
+            index = torch.randint(0, len(x), (batch,), generator=generator).to(device)
+            with torch.no_grad(), autocast_context(device, autocast):
+                outputs = teacher_view(x[index])
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            total = torch.zeros((), device=device)
+            for student in students:
+                target = outputs[position[student.exit]].float()
+                keep = keeps[student.key]
+                if keep is not None:
+                    target = target.index_select(1, keep)
+                with autocast_context(device, autocast):
+                    prediction = student.view(outputs[position[student.entry]].float())
+                loss = F.mse_loss(prediction.float(), target)
+                total = total + loss
+                if step >= steps - tail:
+                    history[student.key].append(float(loss.detach()))
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            task.advance(1, loss=float(total.detach()))
+    for student in students:
+        student.view.eval()
+    return {key: float(np.mean(values)) if values else float("nan") for key, values in history.items()}
+
+
+@dataclasses.dataclass
+class FineTuneOutcome:
+    curve: list[tuple[int, float]]  # (step, validation accuracy); step 0 is right after assembly
+    met: bool
+    steps: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.curve[-1][1]
+
+
+def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+             bound: float, steps: int, batch: int, lr: float, weight_decay: float, eval_every: int, seed: int,
+             progress: Progress = NULL_PROGRESS, description: str = "fine-tuning", autocast: bool = True) -> FineTuneOutcome:
+    """Evaluate right after assembly; fine-tune with cross-entropy, evaluating every
+    `eval_every` steps, and stop as soon as validation accuracy reaches `bound`."""
+    curve = [(0, evaluate(view, x_val, y_val))]
+    if curve[-1][1] >= bound or steps == 0:
+        return FineTuneOutcome(curve, curve[-1][1] >= bound, 0)
+    params = [p for _, p in named_onnx_parameters(view)]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    device = x.device
+    view.train()
+    with progress.task(description, total=steps) as task:
+        for step in range(1, steps + 1):
+            index = torch.randint(0, len(x), (batch,), generator=generator).to(device)
+            with autocast_context(device, autocast):
+                loss = F.cross_entropy(view(x[index]).float(), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            task.advance(1, loss=float(loss.detach()))
+            if step % eval_every == 0 or step == steps:
+                curve.append((step, evaluate(view, x_val, y_val)))
+                view.train()
+                if curve[-1][1] >= bound:
+                    break
+    view.eval()
+    return FineTuneOutcome(curve, curve[-1][1] >= bound, curve[-1][0])
