@@ -28,6 +28,7 @@ class LayerCost:
 @dataclasses.dataclass
 class UnitInfo:
     name: str
+    label: str
     groups: list[int]
     channels: int
     params: int
@@ -71,7 +72,7 @@ def unit_infos(prepared: PreparedModel, granularity: str) -> list[UnitInfo]:
         nodes = unit.nodes if granularity == "module" else [
             p for g in unit.groups for p in prepared.analysis.groups[g].producers]
         infos.append(UnitInfo(
-            unit.name, unit.groups, sum(prepared.analysis.groups[g].channels for g in unit.groups),
+            unit.name, unit.label, unit.groups, sum(prepared.analysis.groups[g].channels for g in unit.groups),
             sum(cost[n].params for n in nodes if n in cost), sum(cost[n].macs for n in nodes if n in cost)))
     return infos
 

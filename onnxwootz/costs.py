@@ -17,7 +17,8 @@ _DENSE_INPUT = {"Gemm", "MatMul", "ConvTranspose"}
 
 @dataclasses.dataclass
 class _NodeTerm:
-    params: int
+    params: int  # weights: scale with output and input channels
+    other: int  # biases and per-channel parameters: scale with output channels only
     macs: int
     out: dict[int, int]  # group -> channel count on the output
     inp: dict[int, int] | None  # same for the input, when the cost scales with it
@@ -45,7 +46,10 @@ class CostModel:
                 continue
             node = nodes[cost.name]
             dense = node.op_type in _DENSE_INPUT or (node.op_type == "Conv" and attribute(node, "group", 1) == 1)
-            self.terms.append(_NodeTerm(cost.params, cost.macs, _composition(prepared, node.output[0]),
+            weight = prepared.shapes.get(node.input[1]) if dense and len(node.input) > 1 else None
+            weight_params = min(int(np.prod(weight)), cost.params) if weight else 0
+            self.terms.append(_NodeTerm(weight_params, cost.params - weight_params, cost.macs,
+                                        _composition(prepared, node.output[0]),
                                         _composition(prepared, node.input[0]) if dense else None))
 
     def _fraction(self, composition: dict[int, int] | None, kept: dict[int, int]) -> float:
@@ -61,7 +65,8 @@ class CostModel:
         params = float(self.fixed_params)
         macs = 0.0
         for term in self.terms:
-            factor = self._fraction(term.out, kept) * self._fraction(term.inp, kept)
-            params += term.params * factor
+            out = self._fraction(term.out, kept)
+            factor = out * self._fraction(term.inp, kept)
+            params += term.params * factor + term.other * out
             macs += term.macs * factor
         return int(round(params)), int(round(macs))

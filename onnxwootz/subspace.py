@@ -6,12 +6,15 @@ sampler aims at evenly spaced size targets instead."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import math
+import os
 import random
 from typing import Callable, Sequence
 
 from onnxwootz.errors import BadSpecError
+from onnxwootz.results import Result
 
 _ENUMERATE_LIMIT = 20_000  # spaces this small are listed in full instead of sampled
 _DRAWS_PER_CONFIG = 30  # sampling budget once every size bin has a candidate
@@ -125,3 +128,36 @@ def _nearest_unused(sizes: list[float], used: list[bool], target: float) -> int:
         if right >= len(sizes) or target - sizes[left] <= sizes[right] - target:
             return left
         return right
+
+
+@dataclasses.dataclass
+class SampledConfig:
+    rates: list[float]
+    params: int
+    macs: int
+
+
+@dataclasses.dataclass
+class SubspaceResult(Result):
+    model: str
+    units: list[str]
+    output: str | None
+    configurations: list[SampledConfig]
+
+
+def subspace(model, n: int, rates: Sequence[float] = (0.3, 0.5, 0.7), seed: int = 0,
+             output: str | os.PathLike[str] | None = None, granularity: str = "module") -> SubspaceResult:
+    """Sample the promising subspace of `model`: `n` distinct configurations whose sizes are
+    spread near uniformly; params and MACs come from the cost model (onnxwootz.costs)."""
+    from onnxwootz.atomic import write_json
+    from onnxwootz.costs import CostModel
+    from onnxwootz.prepared import model_label, prepare
+
+    if n < 1:
+        raise BadSpecError(f"-n must be at least 1, got {n}")
+    costs = CostModel(prepare(model), granularity)
+    configs = sample_configurations(n, len(costs.unit_names), rates, lambda r: costs.estimate(list(r))[0], seed)
+    sampled = [SampledConfig(list(c), *costs.estimate(list(c))) for c in configs]
+    if output is not None:
+        write_json(output, [c.rates for c in sampled])
+    return SubspaceResult(model_label(model), costs.unit_names, str(output) if output else None, sampled)

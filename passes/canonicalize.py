@@ -142,7 +142,15 @@ class FoldConstants(Pass):
             if len(model.graph.node) == before:
                 break
             changed = True
+        if changed:
+            _drop_unused_initializers(model)
         return PassResult(model, changed)
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {name for node in model.graph.node for name in node.input} | {v.name for v in model.graph.output}
+    for init in [init for init in model.graph.initializer if init.name not in used]:
+        model.graph.initializer.remove(init)
 
 
 def _rename_input(model: onnx.ModelProto, old: str, new: str) -> None:
@@ -190,9 +198,7 @@ class EliminateIdentity(Pass):
         if changed:
             del model.graph.node[:]
             model.graph.node.extend(keep)
-            used = {name for node in keep for name in node.input} | outputs
-            for init in [init for init in model.graph.initializer if init.name not in used]:
-                model.graph.initializer.remove(init)
+            _drop_unused_initializers(model)
         return PassResult(model, changed)
 
 

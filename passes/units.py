@@ -22,7 +22,8 @@ _PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 @dataclasses.dataclass
 class Unit:
-    name: str
+    name: str  # short and stable: m<module number> or g<group id>
+    label: str  # the first filter producer in it, for people
     groups: list[int]
     nodes: list[str]
     entry: str | None = None  # module granularity: the tensor entering the module
@@ -115,7 +116,7 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
     kept = {g.id: g.kept_reason for g in analysis.groups if not g.prunable}
     prunable = [g for g in analysis.groups if g.prunable]
     if granularity == "group":
-        units = [Unit(f"g{g.id}:{g.producers[0]}", [g.id], list(g.producers)) for g in prunable]
+        units = [Unit(f"g{g.id}", g.producers[0], [g.id], list(g.producers)) for g in prunable]
         return UnitPlan(units, kept)
     node_module: dict[str, int] = {}
     module_list = modules(model)
@@ -143,5 +144,5 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
         if groups:
             run = module.nodes
             first = next((n.name for n in run if n.op_type in _PRODUCERS), run[0].name)
-            units.append(Unit(f"m{number}:{first}", sorted(groups), [n.name for n in run], module.entry, module.exit))
+            units.append(Unit(f"m{number}", first, sorted(groups), [n.name for n in run], module.entry, module.exit))
     return UnitPlan(units, kept)

@@ -47,10 +47,10 @@ def analyze(
             heavy.add_row(layer.node, layer.op, _fmt(layer.params), _fmt(layer.macs))
         console.print(heavy)
         units = Table(title=f"units ({result.granularity} granularity)")
-        for column in ("#", "unit", "groups", "channels", "params", "MACs"):
+        for column in ("#", "unit", "first filter", "groups", "channels", "params", "MACs"):
             units.add_column(column)
         for number, unit in enumerate(result.units):
-            units.add_row(str(number), unit.name, str(len(unit.groups)), str(unit.channels), _fmt(unit.params),
+            units.add_row(str(number), unit.name, unit.label, str(len(unit.groups)), str(unit.channels), _fmt(unit.params),
                           _fmt(unit.macs))
         console.print(units)
         kept = Table(title="kept channel groups")

@@ -1,0 +1,43 @@
+"""`onnxwootz subspace`: sample the promising subspace (CONFIGS.json) for a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from onnxwootz.cli import JSON_OPTION, app, console, execute
+
+
+@app.command()
+def subspace(
+    model: Path = typer.Argument(..., help="ONNX model file."),
+    n: int = typer.Option(64, "-n", help="How many distinct configurations to sample."),
+    rates: str = typer.Option("0.3,0.5,0.7", "--rates", help="Pruning rates per unit (0 is always allowed)."),
+    seed: int = typer.Option(0, "--seed"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write CONFIGS.json here."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Sample N configurations with model sizes spread near uniformly (the paper's way)."""
+    from onnxwootz.errors import BadSpecError
+    from onnxwootz.subspace import subspace as run
+
+    def parsed() -> list[float]:
+        try:
+            return [float(r) for r in rates.split(",") if r.strip()]
+        except ValueError:
+            raise BadSpecError(f"--rates must be comma-separated numbers, got '{rates}'") from None
+
+    def render(result) -> None:
+        table = Table(title=f"{len(result.configurations)} configurations over {len(result.units)} units")
+        for column in ("#", "rates", "params", "MACs"):
+            table.add_column(column)
+        for number, config in enumerate(result.configurations):
+            table.add_row(str(number), " ".join(f"{r:g}" for r in config.rates), f"{config.params:,}", f"{config.macs:,}")
+        console.print(table)
+        if result.output:
+            console.print(f"written to {result.output}")
+
+    execute(lambda: run(model, n, parsed(), seed, output), json_output, render)
