@@ -13,12 +13,12 @@ __version__ = "0.1.0"
 
 _API = {
     "analyze": "onnxwootz.analysis",
-    "apply": "onnxwootz.apply",
-    "subspace": "onnxwootz.subspace",
-    "blocks": "onnxwootz.blocks",
+    "apply": "onnxwootz.pruning",
+    "subspace": "onnxwootz.sampling",
+    "blocks": "onnxwootz.tuning_blocks",
     "prune": "onnxwootz.pipeline",
     "bench": "onnxwootz.runtime.bench",
-    "report": "onnxwootz.report",
+    "report": "onnxwootz.reporting",
 }
 
 __all__ = sorted(_API)

@@ -126,7 +126,7 @@ class _Explorer:
     # -- set-up: subspace, blocks, ordering ---------------------------------------------------------
     def _configs(self) -> list[list[float]]:
         from onnxwootz.configs import load_configs
-        from onnxwootz.subspace import sample_configurations
+        from onnxwootz.sampling import sample_configurations
 
         stored = self.rundir.path / "configs.json"
         if stored.exists():
@@ -149,7 +149,7 @@ class _Explorer:
 
     def _latency(self, index: int, rates: list[float]) -> float:
         """Measured once per candidate before any training, cached in the journal."""
-        from onnxwootz.apply import prune_prepared
+        from onnxwootz.pruning import prune_prepared
         from onnxwootz.runtime.bench import bench
 
         event = self.rundir.find("latency", candidate=index)
@@ -170,7 +170,7 @@ class _Explorer:
         return f"blocks/{fingerprint(block.start, list(block.rates))}.safetensors"
 
     def _train_blocks(self, indices: Sequence[int], seed: int) -> None:
-        from onnxwootz.apply import prune_prepared
+        from onnxwootz.pruning import prune_prepared
         from onnxwootz.passes.block_slice import slice_span
         from onnxwootz.runtime.torch_graph import TorchGraph
         from onnxwootz.runtime.training import Student, pretrain_blocks
@@ -216,7 +216,7 @@ class _Explorer:
 
     # -- candidates ---------------------------------------------------------------------------------
     def _assemble(self, index: int, rates: list[float]):
-        from onnxwootz.apply import prune_prepared
+        from onnxwootz.pruning import prune_prepared
         from onnxwootz.passes.graph_index import replace_initializer
 
         pruned = prune_prepared(self.prepared, dict(zip(self.unit_names, rates)), self.spec.granularity)
@@ -276,7 +276,7 @@ class _Explorer:
     def run(self, output: str | os.PathLike[str] | None) -> PruneResult:
         import torch
 
-        from onnxwootz.blocks import identify_blocks
+        from onnxwootz.tuning_blocks import identify_blocks
         from onnxwootz.costs import CostModel
         from onnxwootz.runtime.devices import resolve_device
         from onnxwootz.runtime.torch_graph import TorchGraph

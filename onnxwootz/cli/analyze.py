@@ -78,7 +78,7 @@ def apply(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Structural L1 filter pruning for one configuration, without training."""
-    from onnxwootz.apply import apply as run
+    from onnxwootz.pruning import apply as run
     from onnxwootz.modelio import parse_input_shape
 
     def render(result) -> None:

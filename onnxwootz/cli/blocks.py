@@ -21,7 +21,7 @@ def blocks_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Identify tuning blocks (Sequitur, METHOD.md step 1) and each network's composite vector."""
-    from onnxwootz.blocks import blocks
+    from onnxwootz.tuning_blocks import blocks
 
     execute(lambda: blocks(configs, model=model, strategy=strategy), json_output, _render)
 
@@ -29,7 +29,7 @@ def blocks_command(
 def _render(result: Result) -> None:
     from rich.table import Table
 
-    from onnxwootz.blocks import BlocksResult
+    from onnxwootz.tuning_blocks import BlocksResult
 
     assert isinstance(result, BlocksResult)
     table = Table(title=f"{len(result.blocks)} tuning blocks ({result.strategy})")

@@ -21,7 +21,7 @@ def report(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Write report.md, a self-contained report.html and PNG plots for a prune run."""
-    from onnxwootz.report import report as run
+    from onnxwootz.reporting import report as run
 
     def render(result) -> None:
         from rich.table import Table

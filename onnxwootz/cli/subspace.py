@@ -22,7 +22,7 @@ def subspace(
 ) -> None:
     """Sample N configurations with model sizes spread near uniformly (the paper's way)."""
     from onnxwootz.errors import BadSpecError
-    from onnxwootz.subspace import subspace as run
+    from onnxwootz.sampling import subspace as run
 
     def parsed() -> list[float]:
         try:

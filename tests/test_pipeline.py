@@ -1,0 +1,159 @@
+"""The whole method end to end on the bundled digits teacher, with tiny budgets: the answer is
+a valid ONNX model meeting its bound when evaluated independently; a run killed mid-exploration
+resumes without losing or redoing finished trials and reaches the same answer; bad data and
+bad requests give one clear line and the right exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxwootz
+from onnxwootz.data import load_dataset
+from onnxwootz.preprocess import Preprocess, accuracy_of
+from onnxwootz.runtime.sessions import cpu_session
+
+TEACHER = Path(__file__).resolve().parents[1] / "models" / "digits_resnet.onnx"
+TINY = {"candidates": 4, "pretrain_steps": 20, "finetune_steps": 30, "eval_every": 10, "batch": 32}
+CLI = shutil.which("onnxwootz")
+
+
+def _tiny_flags(**extra: str) -> list[str]:
+    flags = ["--candidates", "4", "--pretrain-steps", "20", "--finetune-steps", "30"]
+    for key, value in extra.items():
+        flags += [f"--{key.replace('_', '-')}", value]
+    return flags
+
+
+def _trials(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "journal.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if '"trial"' in line]
+
+
+def test_prune_writes_a_model_that_meets_its_bound_independently(tmp_path: Path) -> None:
+    result = onnxwootz.prune(TEACHER, run_dir=tmp_path / "run", constraint="accuracy >= teacher - 0.05", **TINY)
+    assert result.model is not None and result.candidates_tried >= 1
+    model = onnx.load(result.model)
+    onnx.checker.check_model(model, full_check=True)
+    preprocess = Preprocess.from_model(model)
+    data = load_dataset("digits", preprocess, 10)
+    logits = cpu_session(model).run(None, {model.graph.input[0].name: data.x_val})[0]
+    accuracy = float((logits.argmax(1) == data.y_val).mean())
+    assert accuracy >= result.bound
+    assert abs(accuracy - result.accuracy) < 1e-6
+    assert abs(accuracy_of(model) - accuracy) < 1e-5
+    assert result.params < result.teacher_params
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for key in ("teacher", "model", "teacher_accuracy", "accuracy", "max_accuracy_drop", "params", "macs",
+                "candidates_tried", "wall_seconds", "schema_version"):
+        assert key in summary
+
+
+def test_baseline_explores_the_same_candidates_without_blocks(tmp_path: Path) -> None:
+    bound = "accuracy >= 0.9999"  # out of reach: every candidate is tried in both modes
+    method = onnxwootz.prune(TEACHER, run_dir=tmp_path / "m", constraint=bound, **TINY)
+    baseline = onnxwootz.prune(TEACHER, run_dir=tmp_path / "b", constraint=bound, baseline=True, **TINY)
+    assert method.model is None and baseline.model is None
+    assert [t.rates for t in method.trials] == [t.rates for t in baseline.trials]
+    assert all(t.blocks == [] for t in baseline.trials)
+    assert method.blocks_trained > 0 and baseline.blocks_trained == 0
+    assert [t.params for t in method.trials] == sorted(t.params for t in method.trials)
+
+
+def test_killed_run_resumes_without_losing_or_redoing_trials(tmp_path: Path) -> None:
+    flags = _tiny_flags(constraint="accuracy >= 0.9999", finetune_steps="60")
+    reference = tmp_path / "reference"
+    subprocess.run([CLI, "prune", str(TEACHER), "--run-dir", str(reference), *flags], check=True,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([CLI, "prune", str(TEACHER), "--run-dir", str(killed), *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (killed / "journal.jsonl").exists() and _trials(killed):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = _trials(killed)
+    assert 1 <= len(before) < 4
+    subprocess.run([CLI, "prune", str(TEACHER), "--run-dir", str(killed), *flags], check=True, capture_output=True)
+    after = _trials(killed)
+    assert after[:len(before)] == before  # finished trials kept as they were
+    assert sorted(t["candidate"] for t in after) == sorted({t["candidate"] for t in after})  # none repeated
+    strip = lambda trials: [{k: v for k, v in t.items() if k != "seconds"} for t in trials]  # noqa: E731
+    assert strip(after) == strip(_trials(reference))
+    done = json.loads((killed / "summary.json").read_text())
+    ref = json.loads((reference / "summary.json").read_text())
+    assert (done["model"] is None) == (ref["model"] is None) and done["candidates_tried"] == ref["candidates_tried"]
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True)
+
+
+def _one_clean_line(result: subprocess.CompletedProcess, code: int, needle: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _npz(path: Path, x_train, y_train, x_val, y_val) -> Path:
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
+    return path
+
+
+def test_empty_dataset_is_one_clear_error(tmp_path: Path) -> None:
+    empty = np.zeros((0, 8, 8), np.uint8)
+    data = _npz(tmp_path / "empty.npz", empty, np.zeros(0, np.int64), empty, np.zeros(0, np.int64))
+    result = _run_cli("prune", str(TEACHER), "--data", str(data), "--run-dir", str(tmp_path / "r"))
+    _one_clean_line(result, 3, "empty")
+
+
+def test_labels_outside_the_models_outputs_are_one_clear_error(tmp_path: Path) -> None:
+    x = np.zeros((20, 8, 8), np.uint8)
+    data = _npz(tmp_path / "labels.npz", x, np.full(20, 12), x, np.arange(20) % 10)
+    result = _run_cli("prune", str(TEACHER), "--data", str(data), "--run-dir", str(tmp_path / "r"))
+    _one_clean_line(result, 3, "label")
+
+
+def test_images_that_cannot_be_shaped_are_one_clear_error(tmp_path: Path) -> None:
+    x = np.zeros((20, 2, 8, 8, 5), np.uint8)
+    data = _npz(tmp_path / "rank.npz", x, np.arange(20) % 10, x, np.arange(20) % 10)
+    result = _run_cli("prune", str(TEACHER), "--data", str(data), "--run-dir", str(tmp_path / "r"))
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+
+
+def test_model_without_dataset_needs_data_flag(tmp_path: Path) -> None:
+    model = onnx.load(str(TEACHER))
+    for prop in list(model.metadata_props):
+        if prop.key == "onnxwootz.dataset":
+            model.metadata_props.remove(prop)
+    path = tmp_path / "nodata.onnx"
+    onnx.save(model, str(path))
+    result = _run_cli("prune", str(path), "--run-dir", str(tmp_path / "r"))
+    _one_clean_line(result, 4, "--data")
+
+
+def test_cuda_without_gpu_is_one_clear_error(tmp_path: Path) -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([CLI, "prune", str(TEACHER), "--device", "cuda", "--run-dir", str(tmp_path / "r"),
+                             *_tiny_flags()], capture_output=True, text=True, env=env)
+    _one_clean_line(result, 5, "cuda")
+
+
+def test_run_dir_of_another_run_is_refused(tmp_path: Path) -> None:
+    onnxwootz.prune(TEACHER, run_dir=tmp_path / "r", constraint="accuracy >= teacher - 0.5", **TINY)
+    result = _run_cli("prune", str(TEACHER), "--run-dir", str(tmp_path / "r"), *_tiny_flags(seed="3"))
+    _one_clean_line(result, 4, "different run")
