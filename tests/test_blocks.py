@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from onnxwootz.blocks import BlockSet, TuningBlock, blocks, group_blocks, identify_blocks
+from onnxwootz.tuning_blocks import BlockSet, TuningBlock, blocks, group_blocks, identify_blocks
 from onnxwootz.cli import app
 from onnxwootz.configs import load_configs, symbol, validate_configs
 from onnxwootz.errors import BadSpecError

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from onnxwootz.cli import app
 from onnxwootz.errors import BadSpecError
-from onnxwootz.report import pareto_front, report
+from onnxwootz.reporting import pareto_front, report
 
 TEACHER_ACC = 0.9972
 BOUND = TEACHER_ACC - 0.01

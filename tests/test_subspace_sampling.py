@@ -9,7 +9,7 @@ import random
 import pytest
 
 from onnxwootz.errors import BadSpecError
-from onnxwootz.subspace import sample_configurations
+from onnxwootz.sampling import sample_configurations
 
 RATES = [0.3, 0.5, 0.7]
 
