@@ -41,7 +41,7 @@ def test_analyze_json_is_the_api_result() -> None:
 
 def test_apply_json_is_the_api_result(tmp_path: Path) -> None:
     args = dict(output=tmp_path / "p.onnx", plan=tmp_path / "plan.json")
-    expected = onnxwootz.pruning(str(TEACHER), rate=0.5, **args).to_dict()
+    expected = onnxwootz.apply(str(TEACHER), rate=0.5, **args).to_dict()
     got = _cli_json("apply", str(TEACHER), "--rate", "0.5", "-o", str(args["output"]), "--plan", str(args["plan"]))
     assert got == expected
     plan = json.loads(args["plan"].read_text())
@@ -50,9 +50,9 @@ def test_apply_json_is_the_api_result(tmp_path: Path) -> None:
 
 def test_subspace_and_blocks_json_are_the_api_results(tmp_path: Path) -> None:
     configs = tmp_path / "configs.json"
-    expected = onnxwootz.sampling(str(TEACHER), 6, [0.3, 0.5, 0.7], 1, configs).to_dict()
+    expected = onnxwootz.subspace(str(TEACHER), 6, [0.3, 0.5, 0.7], 1, configs).to_dict()
     assert _cli_json("subspace", str(TEACHER), "-n", "6", "--seed", "1", "-o", str(configs)) == expected
-    assert _cli_json("blocks", str(configs), "--model", str(TEACHER)) == onnxwootz.tuning_blocks(
+    assert _cli_json("blocks", str(configs), "--model", str(TEACHER)) == onnxwootz.blocks(
         str(configs), model=str(TEACHER)).to_dict()
 
 
