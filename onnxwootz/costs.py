@@ -33,9 +33,10 @@ def _composition(prepared: PreparedModel, name: str) -> dict[int, int]:
 
 
 class CostModel:
-    def __init__(self, prepared: PreparedModel, granularity: str = "module"):
+    def __init__(self, prepared: PreparedModel, granularity: str = "module", round_to: int = 1):
         self.prepared = prepared
         self.granularity = granularity
+        self.round_to = round_to
         self.unit_names = [unit.name for unit in prepared.units(granularity).units]
         self.group_totals = {g.id: g.channels for g in prepared.analysis.groups}
         nodes = {node.name: node for node in prepared.model.graph.node}
@@ -61,7 +62,8 @@ class CostModel:
     def estimate(self, rates: list[float]) -> tuple[int, int]:
         """(params, MACs) of the model pruned with `rates` in unit order."""
         config = dict(zip(self.unit_names, rates))
-        kept = group_keep_counts(self.prepared.analysis, self.prepared.units(self.granularity), config)
+        kept = group_keep_counts(self.prepared.analysis, self.prepared.units(self.granularity), config,
+                                 self.round_to)
         params = float(self.fixed_params)
         macs = 0.0
         for term in self.terms:

@@ -155,7 +155,8 @@ class _Explorer:
         event = self.rundir.find("latency", candidate=index)
         if event is None:
             started = time.perf_counter()
-            pruned = prune_prepared(self.prepared, dict(zip(self.unit_names, rates)), self.spec.granularity)
+            pruned = prune_prepared(self.prepared, dict(zip(self.unit_names, rates)), self.spec.granularity,
+                                self.spec.round_to)
             result = bench([pruned.model], provider=self.spec.provider, batches=(1,), warmup=3, runs=20)
             event = {"event": "latency", "candidate": index, "p50_ms": result.entries[0].p50_ms,
                      "seconds": time.perf_counter() - started}
@@ -185,7 +186,7 @@ class _Explorer:
             span = self.units[block.start:block.start + len(block.rates)]
             config = {name: 0.0 for name in self.unit_names}
             config.update({unit.name: rate for unit, rate in zip(span, block.rates)})
-            pruned = prune_prepared(self.prepared, config, self.spec.granularity)
+            pruned = prune_prepared(self.prepared, config, self.spec.granularity, self.spec.round_to)
             entry, exit_ = span[0].entry, span[-1].exit
             keep = pruned.kept_channels(self.prepared, exit_)
             shapes = dict(self.prepared.shapes)
@@ -219,7 +220,8 @@ class _Explorer:
         from onnxwootz.pruning import prune_prepared
         from onnxwootz.passes.graph_index import replace_initializer
 
-        pruned = prune_prepared(self.prepared, dict(zip(self.unit_names, rates)), self.spec.granularity)
+        pruned = prune_prepared(self.prepared, dict(zip(self.unit_names, rates)), self.spec.granularity,
+                                self.spec.round_to)
         used: list[int] = []
         if self.mode == "method":
             used = list(self.blockset.composites[index].blocks)
@@ -261,6 +263,8 @@ class _Explorer:
         from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, set_metadata
         from onnxwootz.runtime.sessions import cpu_session
 
+        from onnxwootz.passes.export import export_options
+
         set_metadata(model, DATASET_KEY, self.data_name)
         set_metadata(model, ACCURACY_KEY, f"{accuracy:.6f}")
         check_model(model)
@@ -270,6 +274,8 @@ class _Explorer:
             torch_out = view.eval()(torch.from_numpy(sample).to(self.device)).float().cpu().numpy()
         if not np.allclose(ort_out, torch_out, rtol=1e-3, atol=1e-4):
             raise RuntimeError("the written answer disagrees with its torch view (ONNX Runtime vs torch)")
+        if self.spec.fold_bn or self.spec.opset:
+            model = export_options(model, self.spec.fold_bn, self.spec.opset)
         save_model(model, self.answer_path)
 
     # -- the run ------------------------------------------------------------------------------------
@@ -289,7 +295,7 @@ class _Explorer:
         torch.manual_seed(spec.seed)
         self.x_train, self.y_train = tensors(self.dataset.x_train, self.dataset.y_train, self.device)
         self.x_val, self.y_val = tensors(self.dataset.x_val, self.dataset.y_val, self.device)
-        self.costs = CostModel(self.prepared, spec.granularity)
+        self.costs = CostModel(self.prepared, spec.granularity, spec.round_to)
         self.answer_path = Path(output) if output else self.rundir.path / f"{self.model_path.name.removesuffix('.onnx')}.pruned.onnx"
         self.teacher_arrays = {init.name: onnx.numpy_helper.to_array(init) for init in self.prepared.model.graph.initializer}
         teacher_event = self.rundir.find("teacher")

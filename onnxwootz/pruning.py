@@ -17,6 +17,7 @@ from onnxwootz.errors import BadSpecError
 from onnxwootz.modelio import save_model, static_shapes
 from onnxwootz.counting import count
 from onnxwootz.passes.base import PassManager
+from onnxwootz.passes.export import export_options
 from onnxwootz.passes.canonicalize import SHARED_KEY
 from onnxwootz.passes.prune import FilterPrune, group_keep_counts, select_removed
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
@@ -120,8 +121,10 @@ def prune_prepared(prepared: PreparedModel, config: dict[str, float], granularit
 
 def apply(model: ModelSource, rate: float | None = None, config: ConfigSource | None = None,
           granularity: str = "module", round_to: int = 1, output: str | os.PathLike[str] | None = None,
-          plan: str | os.PathLike[str] | None = None, input_shape: Sequence[int] | None = None) -> ApplyResult:
-    """Prune `model` by a uniform `rate` or a `config`; write OUT and PLAN.json when given."""
+          plan: str | os.PathLike[str] | None = None, input_shape: Sequence[int] | None = None,
+          fold_bn: bool = False, opset: int | None = None) -> ApplyResult:
+    """Prune `model` by a uniform `rate` or a `config`; write OUT and PLAN.json when given.
+    Export options: fold BatchNorm into the preceding convs, convert to a target opset."""
     if (rate is None) == (config is None):
         raise BadSpecError("give exactly one of --rate or --config")
     if round_to < 1:
@@ -130,7 +133,7 @@ def apply(model: ModelSource, rate: float | None = None, config: ConfigSource | 
     resolved = resolve_config(prepared, granularity, rate if rate is not None else config)
     pruned = prune_prepared(prepared, resolved, granularity, round_to)
     if output is not None:
-        save_model(pruned.model, output)
+        save_model(export_options(pruned.model, fold_bn, opset) if fold_bn or opset else pruned.model, output)
     if plan is not None:
         write_json(plan, {"config": pruned.config, "slices": pruned.slices})
     return ApplyResult(

@@ -60,6 +60,9 @@ class Spec:
     seed: int = 0
     provider: str = "cpu"
     baseline: bool = False
+    fold_bn: bool = False  # export option for the answer
+    opset: int | None = None  # export option for the answer
+    round_to: int = 1  # kept channel counts rounded to a multiple of this
 
     def validate(self) -> "Spec":
         if not self.rates or any(not 0 < r < 1 for r in self.rates):
@@ -77,6 +80,8 @@ class Spec:
         for name in ("pretrain_steps", "finetune_steps", "eval_every", "batch"):
             if getattr(self, name) < (0 if name.endswith("steps") else 1):
                 raise BadSpecError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.round_to < 1:
+            raise BadSpecError(f"round_to must be a positive integer, got {self.round_to}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise BadSpecError(f"device must be auto, cpu or cuda, got '{self.device}'")
         return self

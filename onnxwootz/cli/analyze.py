@@ -75,6 +75,8 @@ def apply(
     granularity: str = GRANULARITY,
     round_to: int = typer.Option(1, "--round-to", help="Round kept channel counts to a multiple of N (8, 16, 32)."),
     input_shape: Optional[str] = INPUT_SHAPE,
+    fold_bn: bool = typer.Option(False, "--fold-bn", help="Fold BatchNorm into the preceding conv in the output."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="Convert the output to this opset."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Structural L1 filter pruning for one configuration, without training."""
@@ -96,4 +98,5 @@ def apply(
             console.print(f"plan written to {result.plan}")
 
     execute(lambda: run(model, rate=rate, config=config, granularity=granularity, round_to=round_to, output=output,
-                        plan=plan, input_shape=parse_input_shape(input_shape)), json_output, render)
+                        plan=plan, input_shape=parse_input_shape(input_shape), fold_bn=fold_bn, opset=opset),
+            json_output, render)

@@ -33,6 +33,9 @@ def prune(
     batch: Optional[int] = typer.Option(None, "--batch"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="Round kept channel counts to a multiple of N."),
+    fold_bn: bool = typer.Option(False, "--fold-bn", help="Fold BatchNorm into the preceding conv in the answer."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="Convert the answer to this opset."),
     baseline: bool = typer.Option(False, "--baseline", help="Explore from L1-pruned weights (the paper's default)."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard the run directory's journal and start over."),
     json_output: bool = JSON_OPTION,
@@ -68,4 +71,5 @@ def prune(
                         progress=RichProgress(not json_output), candidates=candidates, configs=configs, rates=rate_list,
                         objective=objective, constraint=constraint, blocks=blocks, pretrain=pretrain,
                         pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, batch=batch, device=device,
-                        seed=seed, baseline=baseline or None), json_output, render)
+                        seed=seed, baseline=baseline or None, round_to=round_to, fold_bn=fold_bn or None,
+                        opset=opset), json_output, render)
