@@ -157,3 +157,44 @@ def test_run_dir_of_another_run_is_refused(tmp_path: Path) -> None:
     onnxwootz.prune(TEACHER, run_dir=tmp_path / "r", constraint="accuracy >= teacher - 0.5", **TINY)
     result = _run_cli("prune", str(TEACHER), "--run-dir", str(tmp_path / "r"), *_tiny_flags(seed="3"))
     _one_clean_line(result, 4, "different run")
+
+
+class _Recorder:
+    """A pipeline's own Progress hook: collects task names and advances."""
+
+    def __init__(self) -> None:
+        self.tasks: list[str] = []
+        self.advances = 0
+
+    def task(self, description: str, total: float | None = None):
+        from contextlib import contextmanager
+
+        recorder = self
+
+        @contextmanager
+        def opened():
+            recorder.tasks.append(description)
+
+            class Handle:
+                def advance(self, amount: float = 1, **info) -> None:
+                    recorder.advances += 1
+
+            yield Handle()
+
+        return opened()
+
+
+def test_latency_objective_orders_by_measured_latency_and_reports_progress(tmp_path: Path) -> None:
+    recorder = _Recorder()
+    result = onnxwootz.prune(TEACHER, run_dir=tmp_path / "lat", objective="min latency",
+                             constraint="accuracy >= 0.9999", progress=recorder, **TINY)
+    events = [json.loads(line) for line in (tmp_path / "lat" / "journal.jsonl").read_text().splitlines()]
+    latency = {e["candidate"]: e["p50_ms"] for e in events if e["event"] == "latency"}
+    assert len(latency) == result.candidates  # measured once per candidate, before any training
+    tried = [t.candidate for t in result.trials]
+    assert [latency[c] for c in tried] == sorted(latency[c] for c in tried)
+    assert all(t.latency_ms == latency[t.candidate] for t in result.trials)
+    assert any(name.startswith("exploring") for name in recorder.tasks) and recorder.advances > 0
+    again = onnxwootz.prune(TEACHER, run_dir=tmp_path / "lat", objective="min latency",
+                            constraint="accuracy >= 0.9999", **TINY)
+    assert [t.candidate for t in again.trials] == tried  # cached latencies, same order
