@@ -14,7 +14,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import onnx
@@ -23,6 +23,9 @@ from onnxwootz.errors import BadDataError, BadSpecError
 from onnxwootz.progress import NULL_PROGRESS, Progress
 from onnxwootz.results import Result
 from onnxwootz.spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from onnxwootz.executors import Executor
 
 
 @dataclasses.dataclass
@@ -74,17 +77,23 @@ def default_run_dir(model: str | os.PathLike[str], baseline: bool) -> Path:
 
 def prune(model: str | os.PathLike[str], data: str | None = None, spec: Spec | str | os.PathLike[str] | None = None,
           run_dir: str | os.PathLike[str] | None = None, output: str | os.PathLike[str] | None = None,
-          fresh: bool = False, progress: Progress = NULL_PROGRESS, **overrides: Any) -> PruneResult:
-    """Run the method (or the baseline, `baseline=True`) on a teacher ONNX file."""
+          fresh: bool = False, progress: Progress = NULL_PROGRESS, executor: "Executor | None" = None,
+          **overrides: Any) -> PruneResult:
+    """Run the method (or the baseline, `baseline=True`) on a teacher ONNX file. Candidates run
+    on `executor` (default: one after another in this process; see onnxwootz.executors)."""
+    from onnxwootz.executors import LocalExecutor
+
     if not isinstance(spec, Spec):
         spec = load_spec(spec, **overrides)
     elif overrides:
         spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None}).validate()
-    explorer = _Explorer(Path(model), data, spec, run_dir, fresh, progress)
-    return explorer.run(output)
+    explorer = Explorer(Path(model), data, spec, run_dir, fresh, progress)
+    return explorer.run(output, executor or LocalExecutor())
 
 
-class _Explorer:
+class Explorer:
+    """The state of one run: the prepared teacher, data, run directory, candidates, blocks."""
+
     def __init__(self, model: Path, data: str | None, spec: Spec, run_dir, fresh: bool, progress: Progress):
         from onnxwootz.data import load_dataset
         from onnxwootz.journal import RunDir, fingerprint
@@ -198,12 +207,10 @@ class _Explorer:
             view = TorchGraph(slice_span(pruned.model, entry, exit_, shapes))
             students.append(Student(self._block_file(b), view, entry, exit_, keep))
             pruned_of[self._block_file(b)] = pruned
-        self.pretrain_spent = getattr(self, "pretrain_spent", 0.0)
         losses = pretrain_blocks(self.prepared.model, students, self.x_train, self.spec.pretrain_steps,
                                  self.spec.batch, self.spec.pretrain_lr, self.spec.pretrain_weight_decay, seed,
                                  self.device, self.progress)
         seconds = (time.perf_counter() - started) / len(students)
-        self.pretrain_spent += time.perf_counter() - started
         for student, b in zip(students, todo):
             trained = {init.name: onnx.numpy_helper.to_array(init) for init in student.view.to_onnx().graph.initializer
                        if init.name in student.view.param_names}
@@ -216,28 +223,32 @@ class _Explorer:
                              "seconds": seconds})
 
     # -- candidates ---------------------------------------------------------------------------------
+    def ensure_blocks(self, index: int) -> None:
+        """Lazy pre-training: the blocks candidate `index` needs, trained when first reached.
+        Block weights depend only on the block and the seed (every pass draws the same batches
+        and students are independent), so the grouping of a pass never changes a result."""
+        if self.mode == "method" and self.spec.pretrain == "lazy":
+            self._train_blocks(self.blockset.composites[index].blocks, seed=self.spec.seed)
+
     def _assemble(self, index: int, rates: list[float]):
-        from onnxwootz.pruning import prune_prepared
         from onnxwootz.passes.graph_index import replace_initializer
+        from onnxwootz.pruning import prune_prepared
 
         pruned = prune_prepared(self.prepared, dict(zip(self.unit_names, rates)), self.spec.granularity,
                                 self.spec.round_to)
-        used: list[int] = []
-        if self.mode == "method":
-            used = list(self.blockset.composites[index].blocks)
-            if self.spec.pretrain == "lazy":
-                self._train_blocks(used, seed=self.spec.seed * 7919 + index)
-            for b in used:
-                for name, full in self.rundir.load_arrays(self._block_file(b)).items():
-                    replace_initializer(pruned.model, name, _take(full, pruned.canonical_slices.get(name, [])))
+        used = list(self.blockset.composites[index].blocks) if self.mode == "method" else []
+        for b in used:
+            for name, full in self.rundir.load_arrays(self._block_file(b)).items():
+                replace_initializer(pruned.model, name, _take(full, pruned.canonical_slices.get(name, [])))
         return pruned, used
 
-    def _trial(self, index: int, rates: list[float]) -> dict[str, Any]:
+    def trial(self, index: int, rates: list[float]) -> tuple[dict[str, Any], onnx.ModelProto | None]:
+        """Assemble, evaluate, fine-tune if needed. Returns the journal event (not recorded: the
+        driver keeps the journal) and, when the candidate meets the bound, the checked answer."""
         from onnxwootz.runtime.torch_graph import TorchGraph
         from onnxwootz.runtime.training import finetune
 
         started = time.perf_counter()
-        self.pretrain_spent = 0.0
         pruned, used = self._assemble(index, rates)
         view = TorchGraph(pruned.model).to(self.device)
         outcome = finetune(view, self.x_train, self.y_train, self.x_val, self.y_val, self.bound,
@@ -249,21 +260,20 @@ class _Explorer:
                  "macs": pruned.macs, "latency_ms": latency["p50_ms"] if latency else None,
                  "accuracy_at_assembly": outcome.curve[0][1], "accuracy": outcome.accuracy, "met": outcome.met,
                  "steps": outcome.steps, "blocks": used, "curve": [list(point) for point in outcome.curve]}
+        answer = None
         if outcome.met:
-            self._write_answer(view, pruned.model if outcome.steps == 0 else view.to_onnx(), outcome.accuracy)
-        event["seconds"] = time.perf_counter() - started - self.pretrain_spent  # pre-training is journaled apart
-        self.rundir.record(event)
-        return event
+            answer = self._finish_answer(view, pruned.model if outcome.steps == 0 else view.to_onnx(), outcome.accuracy)
+        event["seconds"] = time.perf_counter() - started
+        return event, answer
 
-    def _write_answer(self, view, model: onnx.ModelProto, accuracy: float) -> None:
+    def _finish_answer(self, view, model: onnx.ModelProto, accuracy: float) -> onnx.ModelProto:
+        """Metadata, the full checker, ONNX Runtime == torch on real images, export options."""
         import torch
 
-        from onnxwootz.modelio import save_model
         from onnxwootz.passes.base import check_model
+        from onnxwootz.passes.export import export_options
         from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, set_metadata
         from onnxwootz.runtime.sessions import cpu_session
-
-        from onnxwootz.passes.export import export_options
 
         set_metadata(model, DATASET_KEY, self.data_name)
         set_metadata(model, ACCURACY_KEY, f"{accuracy:.6f}")
@@ -276,17 +286,18 @@ class _Explorer:
             raise RuntimeError("the written answer disagrees with its torch view (ONNX Runtime vs torch)")
         if self.spec.fold_bn or self.spec.opset:
             model = export_options(model, self.spec.fold_bn, self.spec.opset)
-        save_model(model, self.answer_path)
+        return model
 
     # -- the run ------------------------------------------------------------------------------------
-    def run(self, output: str | os.PathLike[str] | None) -> PruneResult:
+    def setup(self, output: str | os.PathLike[str] | None = None) -> None:
+        """Everything before exploration; deterministic, so a worker rebuilds the same state."""
         import torch
 
-        from onnxwootz.tuning_blocks import identify_blocks
         from onnxwootz.costs import CostModel
         from onnxwootz.runtime.devices import resolve_device
         from onnxwootz.runtime.torch_graph import TorchGraph
         from onnxwootz.runtime.training import evaluate, tensors
+        from onnxwootz.tuning_blocks import identify_blocks
 
         spec = self.spec
         self.device = resolve_device(spec.device)
@@ -296,45 +307,41 @@ class _Explorer:
         self.x_train, self.y_train = tensors(self.dataset.x_train, self.dataset.y_train, self.device)
         self.x_val, self.y_val = tensors(self.dataset.x_val, self.dataset.y_val, self.device)
         self.costs = CostModel(self.prepared, spec.granularity, spec.round_to)
-        self.answer_path = Path(output) if output else self.rundir.path / f"{self.model_path.name.removesuffix('.onnx')}.pruned.onnx"
-        self.teacher_arrays = {init.name: onnx.numpy_helper.to_array(init) for init in self.prepared.model.graph.initializer}
+        stem = self.model_path.name.removesuffix(".onnx")
+        self.answer_path = Path(output) if output else self.rundir.path / f"{stem}.pruned.onnx"
+        self.teacher_arrays = {i.name: onnx.numpy_helper.to_array(i) for i in self.prepared.model.graph.initializer}
         teacher_event = self.rundir.find("teacher")
         if teacher_event is None:
             started = time.perf_counter()
             accuracy = evaluate(TorchGraph(self.prepared.model).to(self.device), self.x_val, self.y_val)
             teacher_event = {"event": "teacher", "accuracy": accuracy, "seconds": time.perf_counter() - started}
             self.rundir.record(teacher_event)
-        teacher_accuracy = float(teacher_event["accuracy"])
-        self.bound = spec.parsed_constraint.bound(teacher_accuracy)
-        configs = self._configs()
-        order = self._order(configs)
-        self.blockset = identify_blocks(configs, None, spec.blocks) if self.mode == "method" else None
+        self.teacher_accuracy = float(teacher_event["accuracy"])
+        self.bound = spec.parsed_constraint.bound(self.teacher_accuracy)
+        self.configs = self._configs()
+        self.blockset = identify_blocks(self.configs, None, spec.blocks) if self.mode == "method" else None
+
+    def run(self, output: str | os.PathLike[str] | None, executor: "Executor") -> PruneResult:
+        spec = self.spec
+        self.setup(output)
+        order = self._order(self.configs)
         if self.mode == "method":
             self.rundir.write_json("blocks.json", {"blocks": [dataclasses.asdict(b) for b in self.blockset.blocks],
-                                                "networks": [dataclasses.asdict(c) for c in self.blockset.composites]})
+                                                   "networks": [dataclasses.asdict(c) for c in self.blockset.composites]})
             if spec.pretrain == "eager":
                 self._train_blocks(range(len(self.blockset.blocks)), seed=spec.seed)
-        answer = None
-        with self.progress.task(f"exploring candidates ({self.mode})", total=len(order)) as task:
-            for index in order:
-                event = self.rundir.find("trial", mode=self.mode, candidate=index)
-                if event is None or (event["met"] and not self.answer_path.exists()):
-                    event = self._trial(index, configs[index])
-                task.advance(1, accuracy=event["accuracy"])
-                if event["met"]:
-                    answer = event
-                    break
+        answer = executor.explore(self, order)
         trials = [Trial(**{k: v for k, v in e.items() if k != "event"}) for e in self.rundir.all("trial")
                   if e["mode"] == self.mode]
         blocks_trained = self.rundir.all("block")
         wall = sum(float(e.get("seconds", 0.0)) for e in self.rundir.events)
         result = PruneResult(
-            teacher=str(self.model_path), model=str(self.answer_path) if answer else None, run_dir=str(self.rundir.path),
-            mode=self.mode, objective=spec.objective, constraint=spec.constraint, teacher_accuracy=teacher_accuracy,
-            bound=self.bound, accuracy=answer["accuracy"] if answer else None,
-            max_accuracy_drop=teacher_accuracy - self.bound, params=answer["params"] if answer else None,
+            teacher=str(self.model_path), model=str(self.answer_path) if answer else None,
+            run_dir=str(self.rundir.path), mode=self.mode, objective=spec.objective, constraint=spec.constraint,
+            teacher_accuracy=self.teacher_accuracy, bound=self.bound, accuracy=answer["accuracy"] if answer else None,
+            max_accuracy_drop=self.teacher_accuracy - self.bound, params=answer["params"] if answer else None,
             macs=answer["macs"] if answer else None, teacher_params=self.prepared.params,
-            teacher_macs=self.prepared.macs, candidates=len(configs), candidates_tried=len(trials),
+            teacher_macs=self.prepared.macs, candidates=len(self.configs), candidates_tried=len(trials),
             blocks=len(self.blockset.blocks) if self.blockset else 0, blocks_trained=len(blocks_trained),
             pretrain_seconds=sum(float(e["seconds"]) for e in blocks_trained), wall_seconds=wall, trials=trials)
         self.rundir.write_json("summary.json", result.to_dict())

@@ -37,11 +37,22 @@ def prune(
     fold_bn: bool = typer.Option(False, "--fold-bn", help="Fold BatchNorm into the preceding conv in the answer."),
     opset: Optional[int] = typer.Option(None, "--opset", help="Convert the answer to this opset."),
     baseline: bool = typer.Option(False, "--baseline", help="Explore from L1-pruned weights (the paper's default)."),
+    executor: str = typer.Option("local", "--executor", help="local | ray (candidates as Ray tasks)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local one)."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard the run directory's journal and start over."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Find the smallest (or fastest) pruned model that meets an accuracy bound, with composability."""
+    from onnxwootz.errors import BadSpecError
+    from onnxwootz.executors import LocalExecutor, RayExecutor
     from onnxwootz.pipeline import prune as run
+
+    def chosen_executor():
+        if executor == "local":
+            return LocalExecutor()
+        if executor == "ray":
+            return RayExecutor(address=address)
+        raise BadSpecError(f"--executor must be 'local' or 'ray', got '{executor}'")
 
     rate_list = None
     if rates is not None:
@@ -68,6 +79,7 @@ def prune(
             console.print("[bold yellow]no candidate met the constraint[/]")
 
     execute(lambda: run(model, data=data, spec=spec, run_dir=run_dir, output=output, fresh=fresh,
+                        executor=chosen_executor(),
                         progress=RichProgress(not json_output), candidates=candidates, configs=configs, rates=rate_list,
                         objective=objective, constraint=constraint, blocks=blocks, pretrain=pretrain,
                         pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, batch=batch, device=device,

@@ -1,0 +1,165 @@
+"""Where candidates run. Both executors walk candidates in objective order and return the first
+that meets the bound; the driver alone writes the journal, so a lost worker's trial is simply
+run again and nothing finished is lost or repeated.
+
+- LocalExecutor: one candidate after another in this process.
+- RayExecutor: candidates are Ray tasks (CPU/GPU needs declared), a bounded number in flight.
+  Once a candidate meets the bound no later one is started, running later ones are cancelled,
+  and the answer is settled when every earlier candidate has finished, so it is the answer the
+  local executor gives. Blocks are pre-trained by the driver before a candidate that needs them
+  is dispatched; workers read block weights from the run directory (a shared filesystem)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+from onnxwootz.errors import BadSpecError
+
+if TYPE_CHECKING:
+    from onnxwootz.pipeline import Explorer
+
+
+class Executor(Protocol):
+    def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
+        """Run candidates in `order`; return the answer's trial event (or None)."""
+        ...
+
+
+def _finished(explorer: "Explorer", index: int) -> dict[str, Any] | None:
+    event = explorer.rundir.find("trial", mode=explorer.mode, candidate=index)
+    if event is not None and event["met"] and not explorer.answer_path.exists():
+        return None  # met, but the answer file was lost: run it again to rebuild the model
+    return event
+
+
+def _save_answer(explorer: "Explorer", answer) -> None:
+    from onnxwootz.modelio import save_model
+
+    save_model(answer, explorer.answer_path)
+
+
+class LocalExecutor:
+    def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
+        with explorer.progress.task(f"exploring candidates ({explorer.mode})", total=len(order)) as task:
+            for index in order:
+                event = _finished(explorer, index)
+                if event is None:
+                    explorer.ensure_blocks(index)
+                    event, answer = explorer.trial(index, explorer.configs[index])
+                    if answer is not None:
+                        _save_answer(explorer, answer)
+                    explorer.rundir.record(event)
+                task.advance(1, accuracy=event["accuracy"])
+                if event["met"]:
+                    return event
+        return None
+
+
+@dataclasses.dataclass
+class _Payload:
+    """What a worker needs to rebuild the run's state (paths, so the run dir must be shared)."""
+
+    model: str
+    data: str | None
+    spec: dict[str, Any]
+    run_dir: str
+
+
+_WORKER_STATE: dict[str, "Explorer"] = {}
+
+
+def _run_trial(payload: _Payload, index: int) -> tuple[dict[str, Any], bytes | None]:
+    """A Ray task: one candidate's trial in a worker (state cached per worker process)."""
+    from pathlib import Path
+
+    from onnxwootz.pipeline import Explorer
+    from onnxwootz.progress import NULL_PROGRESS
+    from onnxwootz.spec import Spec
+
+    key = json.dumps(dataclasses.asdict(payload), sort_keys=True)
+    explorer = _WORKER_STATE.get(key)
+    if explorer is None:
+        explorer = Explorer(Path(payload.model), payload.data, Spec(**payload.spec), payload.run_dir, False,
+                            NULL_PROGRESS)
+        explorer.setup()
+        _WORKER_STATE[key] = explorer
+    event, answer = explorer.trial(index, explorer.configs[index])
+    return event, answer.SerializeToString() if answer is not None else None
+
+
+class RayExecutor:
+    def __init__(self, address: str | None = None, max_in_flight: int | None = None, num_cpus: float = 1,
+                 num_gpus: float = 0, max_retries: int = 3):
+        self.address = address
+        self.max_in_flight = max_in_flight
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.max_retries = max_retries
+
+    def _connect(self):
+        try:
+            import ray
+        except ImportError:
+            raise BadSpecError("--executor ray needs Ray: pip install 'onnxwootz[ray]'") from None
+        if not ray.is_initialized():
+            options = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+            if self.address:
+                ray.init(address=self.address, **options)
+            else:
+                ray.init(num_cpus=max(1, os.cpu_count() or 1), **options)
+        return ray
+
+    def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
+        import onnx
+
+        ray = self._connect()
+        limit = self.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1) // self.num_cpus))
+        task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries,
+                          retry_exceptions=False)(_run_trial)
+        payload = _Payload(str(explorer.model_path.resolve()), explorer.data_name,
+                           explorer.spec.to_dict(), str(explorer.rundir.path.resolve()))
+        results: dict[int, dict[str, Any]] = {}
+        answers: dict[int, bytes] = {}
+        pending: dict[Any, int] = {}
+        position, best = 0, None
+        with explorer.progress.task(f"exploring candidates ({explorer.mode}, ray)", total=len(order)) as bar:
+            while True:
+                while len(pending) < limit and position < len(order) and (best is None or position < best):
+                    index = order[position]
+                    event = _finished(explorer, index)
+                    if event is not None:
+                        results[position] = event
+                        bar.advance(1, accuracy=event["accuracy"])
+                        if event["met"]:
+                            best = position if best is None else min(best, position)
+                    else:
+                        explorer.ensure_blocks(index)
+                        pending[task.remote(payload, index)] = position
+                    position += 1
+                if best is not None and all(p in results for p in range(best + 1)):
+                    break
+                if not pending:
+                    break
+                done, _ = ray.wait(list(pending), num_returns=1)
+                slot = pending.pop(done[0])
+                event, answer = ray.get(done[0])
+                explorer.rundir.record(event)
+                results[slot] = event
+                bar.advance(1, accuracy=event["accuracy"])
+                if event["met"]:
+                    answers[slot] = answer
+                    best = slot if best is None else min(best, slot)
+                    for ref, other in list(pending.items()):
+                        if other > best:  # cannot win any more
+                            ray.cancel(ref, force=True)
+                            del pending[ref]
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if best is None:
+            return None
+        if best in answers:
+            _save_answer(explorer, onnx.load_from_string(answers[best]))
+        return results[best]
