@@ -1,0 +1,272 @@
+"""The invariants of `apply`, on every model-zoo graph and every builder from both exporters:
+1. mask equivalence: the pruned model computes what the unpruned canonical model computes with
+   every removed slice zeroed (uniform 0.5 and seeded random configurations, both granularities);
+2. rate 0 everywhere changes nothing: same outputs, same sizes, no slices;
+3. every written model passes the full checker, runs in ONNX Runtime, and keeps its outputs'
+   names and shapes.
+Also: PLAN.json's format and names, and `--round-to`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from typer.testing import CliRunner
+
+from models.builders import BUILDERS
+from models.export import EXPORTERS, cached_export
+from models.zoo import ZOO_NAMES, load_zoo
+from onnxwootz.pruning import PrunedModel, apply, prune_prepared, resolve_config
+from onnxwootz.cli import app
+from onnxwootz.modelio import dummy_feed, load_model
+from onnxwootz.passes.canonicalize import shared_origins
+from onnxwootz.passes.mask import ZeroRemoved
+from onnxwootz.prepared import PreparedModel, prepare
+from onnxwootz.runtime.sessions import cpu_session
+
+TOLERANCE = 1e-5  # max |difference| relative to max |output|
+RATES = (0.0, 0.3, 0.5, 0.7)
+SEEDS = (1, 2, 3)
+HUGE = {"vgg19", "bvlc_alexnet", "zfnet512"}  # 60-140M params: one configuration per granularity
+CASES = [f"zoo:{name}" for name in ZOO_NAMES] + [
+    f"export:{name}:{exporter}" for name in sorted(BUILDERS) for exporter in EXPORTERS]
+
+
+def _source(kind: str) -> onnx.ModelProto:
+    if kind.startswith("zoo:"):
+        return load_zoo(kind[4:])
+    _, name, exporter = kind.split(":")
+    return cached_export(name, exporter)
+
+
+def _feed(prepared: PreparedModel, kind: str) -> dict[str, np.ndarray]:
+    """Zoo graphs have a static batch 1; exported builders run at batch 2 (dynamic batch)."""
+    shapes = prepared.feed_shapes
+    if kind.startswith("export:"):
+        shapes = {name: [2] + dims[1:] for name, dims in shapes.items()}
+    return dummy_feed(prepared.model, shapes, seed=7)
+
+
+def _probe(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy that also outputs the tensor feeding each final Softmax (a saturated Softmax
+    hides differences in front of it)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    outputs = {value.name for value in model.graph.output}
+    for node in model.graph.node:
+        if node.op_type == "Softmax" and node.output[0] in outputs and node.input[0] not in outputs:
+            copy.graph.output.append(helper.make_empty_tensor_value_info(node.input[0]))
+    return copy
+
+
+def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray], probe_from: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Outputs by name, plus the pre-Softmax tensors of `probe_from` (the canonical model)."""
+    probed = _probe(probe_from)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in probed.graph.output[len(probe_from.graph.output):]:
+        copy.graph.output.append(value)
+    session = cpu_session(copy)
+    names = [value.name for value in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed)))
+
+
+def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.max(np.abs(actual - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
+
+
+def assert_close(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], model: onnx.ModelProto) -> None:
+    """Every tensor within TOLERANCE of max |expected|; a Softmax output may also move by as much
+    as its logits moved (softmax is 1-Lipschitz in the max norm), which is what a saturated
+    Softmax over logits of 1e4 does in float32."""
+    softmax_input = {node.output[0]: node.input[0] for node in model.graph.node if node.op_type == "Softmax"}
+    for name, value in expected.items():
+        assert actual[name].shape == value.shape, name
+        error = _relative_error(actual[name], value)
+        logits = softmax_input.get(name)
+        if logits in expected and error > TOLERANCE:
+            assert _relative_error(actual[logits], expected[logits]) <= TOLERANCE, logits
+            moved = float(np.max(np.abs(actual[logits] - expected[logits])))
+            assert np.max(np.abs(actual[name] - value)) <= moved, f"{name} moved more than its logits"
+            continue
+        assert error <= TOLERANCE, f"{name}: relative error {error:.2e}"
+
+
+def random_config(prepared: PreparedModel, granularity: str, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    return {unit.name: float(rng.choice(RATES)) for unit in prepared.units(granularity).units}
+
+
+def check_plan(plan: dict[str, list[dict]], canonical: onnx.ModelProto) -> None:
+    """Keys name tensors of the input model: canonical initializers or the origins of private
+    copies; entries are {axis, keep} with sorted, distinct, in-range indices."""
+    dims = {init.name: list(init.dims) for init in canonical.graph.initializer}
+    origins = shared_origins(canonical)
+    for private, origin in origins.items():
+        dims.setdefault(origin, dims[private])
+    for key, entries in plan.items():
+        assert key in dims, f"plan key '{key}' is no tensor of the input model"
+        assert entries and {len(entry) for entry in entries} == {2}
+        axes = [entry["axis"] for entry in entries]
+        assert len(set(axes)) == len(axes)
+        for entry in entries:
+            axis, keep = entry["axis"], entry["keep"]
+            assert isinstance(axis, int) and 0 <= axis < len(dims[key])
+            assert all(isinstance(i, int) for i in keep) and keep == sorted(set(keep))
+            assert keep and 0 <= keep[0] and keep[-1] < dims[key][axis] and len(keep) < dims[key][axis]
+
+
+def check_equivalent(prepared: PreparedModel, pruned: PrunedModel, feed: dict[str, np.ndarray]) -> None:
+    """Invariants 1 and 3 for one pruned model (the masked model has the original's graph, so
+    its outputs also give the names and shapes to keep)."""
+    onnx.checker.check_model(pruned.model, full_check=True)
+    masked = onnx.ModelProto()
+    masked.CopyFrom(prepared.model)
+    ZeroRemoved(pruned.slices)(masked)
+    expected = _run(masked, feed, prepared.model)
+    actual = _run(pruned.model, feed, prepared.model)
+    assert [v.name for v in pruned.model.graph.output] == [v.name for v in prepared.model.graph.output]
+    assert list(actual) == list(expected)
+    assert_close(actual, expected, prepared.model)
+    lost = any(unit.kept < unit.channels for unit in pruned.units)
+    assert (pruned.params < prepared.params) == lost == bool(pruned.slices)
+    check_plan(pruned.slices, prepared.model)
+
+
+def check_rate_zero(prepared: PreparedModel, feed: dict[str, np.ndarray]) -> None:
+    """Invariant 2: nothing sliced, sizes unchanged, the same outputs."""
+    for granularity in ("module", "group"):
+        pruned = prune_prepared(prepared, resolve_config(prepared, granularity, 0.0), granularity)
+        assert pruned.slices == {}
+        assert (pruned.params, pruned.macs) == (prepared.params, prepared.macs)
+        assert all(unit.kept == unit.channels for unit in pruned.units)
+        sizes = {init.name: list(init.dims) for init in prepared.model.graph.initializer}
+        assert {init.name: list(init.dims) for init in pruned.model.graph.initializer} == sizes
+    onnx.checker.check_model(pruned.model, full_check=True)
+    base = _run(prepared.model, feed, prepared.model)
+    after = _run(pruned.model, feed, prepared.model)
+    assert list(after) == list(base)
+    for name, value in base.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_invariants(kind: str) -> None:
+    prepared = prepare(_source(kind))
+    feed = _feed(prepared, kind)
+    huge = kind[4:] in HUGE
+    if not huge:
+        check_rate_zero(prepared, feed)
+    for granularity in ("module", "group"):
+        if huge:
+            configs = [resolve_config(prepared, "module", 0.5)] if granularity == "module" else \
+                [random_config(prepared, granularity, SEEDS[0])]
+        else:
+            configs = [resolve_config(prepared, granularity, 0.5)] + [
+                random_config(prepared, granularity, seed) for seed in SEEDS]
+        for config in configs:
+            pruned = prune_prepared(prepared, config, granularity)
+            assert pruned.config == config
+            check_equivalent(prepared, pruned, feed)
+
+
+def _saved(name: str, exporter: str, folder: Path) -> Path:
+    path = folder / f"{name}-{exporter}.onnx"
+    onnx.save_model(cached_export(name, exporter), str(path))
+    return path
+
+
+@pytest.mark.parametrize("name,exporter", [("resnet50", "legacy"), ("mobilenet_v2", "dynamo"),
+                                           ("densenet", "legacy"), ("shufflenet", "dynamo")])
+@pytest.mark.parametrize("granularity", ["module", "group"])
+def test_written_model_and_plan(name: str, exporter: str, granularity: str, tmp_path: Path) -> None:
+    """`apply` to files: the model reloads through load_model (checked), runs at batch 2 with the
+    same output names and shapes, and is the mask of the canonical input by PLAN.json."""
+    source = _saved(name, exporter, tmp_path)
+    config = random_config(prepare(source), granularity, seed=11)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    result = apply(source, config=config_path, granularity=granularity, output=tmp_path / "out.onnx",
+                   plan=tmp_path / "PLAN.json")
+    assert result.params_after < result.params_before and result.macs_after < result.macs_before
+    plan = json.loads((tmp_path / "PLAN.json").read_text())
+    assert set(plan) == {"config", "slices"} and plan["config"] == config
+    written = load_model(tmp_path / "out.onnx")
+    onnx.checker.check_model(written, full_check=True)
+    prepared = prepare(source)  # the canonical input model, as the plan names it
+    check_plan(plan["slices"], prepared.model)
+    feed = _feed(prepared, "export:")
+    masked = onnx.ModelProto()
+    masked.CopyFrom(prepared.model)
+    ZeroRemoved(plan["slices"])(masked)
+    expected = _run(masked, feed, prepared.model)
+    actual = _run(written, feed, prepared.model)
+    assert [v.name for v in written.graph.output] == [v.name for v in prepared.model.graph.output]
+    assert list(actual) == list(expected)
+    assert_close(actual, expected, prepared.model)
+    batch = written.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.HasField("dim_value")
+
+
+def test_cli_apply_writes_model_and_plan(tmp_path: Path) -> None:
+    source = _saved("resnet18", "legacy", tmp_path)
+    out, plan = tmp_path / "out.onnx", tmp_path / "PLAN.json"
+    result = CliRunner().invoke(app, ["apply", str(source), "--rate", "0.5", "-g", "group", "-o", str(out),
+                                      "--plan", str(plan), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["params_after"] < summary["params_before"]
+    written = json.loads(plan.read_text())
+    assert set(written) == {"config", "slices"} and set(written["config"].values()) == {0.5}
+    check_plan(written["slices"], prepare(source).model)
+    onnx.checker.check_model(load_model(out), full_check=True)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "inception_net"])
+def test_round_to_8(name: str) -> None:
+    """Every pruned filter count (a Conv's output channels) is a multiple of 8 or unchanged."""
+    prepared = prepare(cached_export(name, "legacy"))
+    feed = _feed(prepared, "export:")
+    before = _conv_filters(prepared.model)
+    for granularity in ("module", "group"):
+        for config in (resolve_config(prepared, granularity, 0.5), random_config(prepared, granularity, 5)):
+            pruned = prune_prepared(prepared, config, granularity, round_to=8)
+            after = _conv_filters(pruned.model)
+            assert after != before
+            for node, filters in after.items():
+                assert filters == before[node] or filters % 8 == 0, (node, filters, before[node])
+            for unit in pruned.units:
+                assert unit.kept == unit.channels or unit.kept % 8 == 0, unit
+            check_equivalent(prepared, pruned, feed)
+
+
+def _conv_filters(model: onnx.ModelProto) -> dict[str, int]:
+    dims = {init.name: list(init.dims) for init in model.graph.initializer}
+    return {node.name: dims[node.input[1]][0] for node in model.graph.node if node.op_type == "Conv"}
+
+
+def test_oracle_catches_a_wrong_slice() -> None:
+    """The check is not vacuous: masking other filters than the pruned model kept is caught."""
+    prepared = prepare(cached_export("resnet18", "legacy"))
+    pruned = prune_prepared(prepared, resolve_config(prepared, "group", 0.5), "group")
+    weights = {node.input[1] for node in prepared.model.graph.node if node.op_type == "Conv"}
+    key = next(name for name, entries in pruned.slices.items()
+               if name in weights and any(entry["axis"] == 0 for entry in entries))
+    filters = next(init.dims[0] for init in prepared.model.graph.initializer if init.name == key)
+    wrong = {name: [dict(entry) for entry in entries] for name, entries in pruned.slices.items()}
+    for entry in wrong[key]:
+        if entry["axis"] == 0:
+            removed = sorted(set(range(filters)) - set(entry["keep"]))
+            entry["keep"] = sorted(removed + entry["keep"][len(removed):])  # same count, other filters
+            assert entry["keep"] != next(e for e in pruned.slices[key] if e["axis"] == 0)["keep"]
+    masked = onnx.ModelProto()
+    masked.CopyFrom(prepared.model)
+    ZeroRemoved(wrong)(masked)
+    feed = _feed(prepared, "export:")
+    expected = _run(masked, feed, prepared.model)
+    actual = _run(pruned.model, feed, prepared.model)
+    assert max(_relative_error(actual[name], value) for name, value in expected.items()) > 100 * TOLERANCE
