@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import onnx
 
+from onnxwootz.modelio import FLOAT_TYPES
 from onnxwootz.passes.graph_index import GraphIndex, attribute
 
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
 
 @dataclasses.dataclass
@@ -65,10 +65,10 @@ def count(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> tuple[int, in
         params = 0
         for name in node.input:
             init = index.initializers.get(name)
-            if init is not None and name not in seen and init.data_type in _FLOAT_TYPES:
+            if init is not None and name not in seen and init.data_type in FLOAT_TYPES:
                 seen.add(name)
                 params += _size(list(init.dims)) if init.dims else 1
         costs.append(NodeCost(node.name, node.op_type, params, node_macs(node, shapes)))
     unread = sum(_size(list(init.dims)) for name, init in index.initializers.items()
-                 if name not in seen and init.data_type in _FLOAT_TYPES)
+                 if name not in seen and init.data_type in FLOAT_TYPES)
     return sum(c.params for c in costs) + unread, sum(c.macs for c in costs), costs

@@ -64,7 +64,7 @@ def load_model(path: str | os.PathLike[str], canonical_opset: bool = True) -> on
     except Exception as exc:
         raise BadModelError(f"cannot read the external data of {path}: {exc}") from None
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(without_weights(model))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadModelError(f"{path} is not a valid ONNX model: {first}") from None
@@ -114,6 +114,44 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+def _copy_fields(source, target, skip: str) -> None:
+    """Copy every set field of a protobuf message except `skip` (no deep copy of that one)."""
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+def skeleton(model: onnx.ModelProto, keep) -> onnx.ModelProto:
+    """A copy of the model with only the initializers `keep` accepts: cheap whatever the size."""
+    out = onnx.ModelProto()
+    _copy_fields(model, out, "graph")
+    _copy_fields(model.graph, out.graph, "initializer")
+    out.graph.initializer.extend(init for init in model.graph.initializer if keep(init))
+    return out
+
+
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large float initializers (weights) turned into typed graph inputs
+    (shape, no data); small ones (shape constants, Resize scales) keep their values. Checking
+    and shape inference on it cost the same as on the full model minus serializing the weights."""
+    weight = lambda init: init.data_type in FLOAT_TYPES and int(np.prod(init.dims)) > 64  # noqa: E731
+    probe = skeleton(model, lambda init: not weight(init))
+    declared = {value.name for value in probe.graph.input}
+    for init in model.graph.initializer:
+        if weight(init) and init.name not in declared:
+            probe.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return probe
 
 
 def parse_input_shape(text: str | None) -> list[int] | None:
@@ -179,8 +217,7 @@ def dummy_feed(model: onnx.ModelProto, shapes: dict[str, list[int]], seed: int =
 def static_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
     """Shape of every tensor for concrete input shapes: onnx shape inference with data
     propagation, and ONNX Runtime on a dummy input for whatever inference leaves open."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed = without_weights(model)
     for value in fixed.graph.input:
         if value.name in shapes:
             dims = value.type.tensor_type.shape.dim
@@ -204,15 +241,19 @@ def static_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
         result[init.name] = list(init.dims)
     missing = [out for node in model.graph.node for out in node.output if out and out not in result]
     if missing:
-        result.update(_shapes_by_running(fixed, shapes, missing))
+        result.update(_shapes_by_running(model, shapes, missing))
     return result
 
 
 def _shapes_by_running(model: onnx.ModelProto, shapes: dict[str, list[int]], names: list[str]) -> dict[str, list[int]]:
     from onnxwootz.runtime.sessions import cpu_session
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    probe = skeleton(model, lambda init: True)
+    for value in probe.graph.input:
+        if value.name in shapes:
+            for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
+                dim.Clear()
+                dim.dim_value = size
     known_outputs = {out.name for out in probe.graph.output}
     for name in names:
         if name not in known_outputs:

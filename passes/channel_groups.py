@@ -118,18 +118,31 @@ class ChannelAnalysis:
         return [] if ids is None else sorted(set(self.atom_group[ids].tolist()))
 
 
-def _components(count: int, ties: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+def _components(count: int, pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Connected-component label (the smallest member) per node, for undirected edges
+    (pairs[0][k], pairs[1][k]): min-label propagation with pointer jumping, all in numpy."""
+    labels = np.arange(count)
+    a, b = pairs
+    if not len(a):
+        return labels
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        before = labels.copy()
+        np.minimum.at(labels, a, low)
+        np.minimum.at(labels, b, low)
+        while True:  # pointer jumping: every node points at its label's label
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(labels, before):
+            return labels
 
-    if ties:
-        rows = np.concatenate([a for a, _ in ties])
-        cols = np.concatenate([b for _, b in ties])
-    else:
-        rows = cols = np.zeros(0, dtype=np.int64)
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(count, count))
-    _, labels = connected_components(graph, directed=False)
-    return labels
+
+def _tie_pairs(ties: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not ties:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate([a for a, _ in ties]), np.concatenate([b for _, b in ties])
 
 
 def analyze_channels(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> ChannelAnalysis:
@@ -155,18 +168,12 @@ def _build_groups(st: ChannelState) -> ChannelAnalysis:
     count = st.count
     l1 = np.concatenate(st._l1) if st._l1 else np.zeros(0)
     owner = np.concatenate(st._owner) if st._owner else np.zeros(0, dtype=np.int64)
-    channel = _components(count, st._ties)  # channel label per atom
+    _, channel = np.unique(_components(count, _tie_pairs(st._ties)), return_inverse=True)  # channel per atom
     n_channels = int(channel.max()) + 1 if count else 0
-    # channels sharing a producer belong to one group: union channels through owners
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
+    # channels sharing a producer belong to one group: union channels through their producers
     filters = owner >= 0
-    rows = channel[filters]
-    cols = n_channels + owner[filters]
     size = n_channels + len(st.producer_names)
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(size, size))
-    _, labels = connected_components(graph, directed=False)
+    labels = _components(size, (channel[filters], n_channels + owner[filters]))
     channel_group_label = labels[:n_channels]
     # renumber groups in order of first appearance (topological order of atoms)
     order: dict[int, int] = {}

@@ -19,9 +19,9 @@ from onnx import numpy_helper
 from torch import fx, nn
 
 from onnxwootz.errors import UnsupportedOpError
+from onnxwootz.modelio import FLOAT_TYPES, skeleton, without_weights
 from onnxwootz.runtime.torch_ops import OPS, NeedsConstant, Sym, Value, int_tensor, onnx_dtype
 
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 _MISSING = object()
 _RESERVED = {"training", "graph", "meta", "code", "param_names", "onnx_names", "input_names", "output_names"}
 
@@ -30,44 +30,10 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1)
 
 
-def _copy_fields(source: Any, target: Any, skip: str) -> None:
-    """Copy every set field of a protobuf message except `skip` (no deep copy of that one)."""
-    for field, value in source.ListFields():
-        if field.name == skip:
-            continue
-        if hasattr(value, "extend"):  # a repeated field
-            getattr(target, field.name).extend(value)
-        elif field.message_type is not None:
-            getattr(target, field.name).CopyFrom(value)
-        else:
-            setattr(target, field.name, value)
-
-
-def _skeleton(model: onnx.ModelProto, keep: Callable[[onnx.TensorProto], bool]) -> onnx.ModelProto:
-    """A copy of the model with only the initializers `keep` accepts: cheap whatever the size."""
-    out = onnx.ModelProto()
-    _copy_fields(model, out, "graph")
-    _copy_fields(model.graph, out.graph, "initializer")
-    out.graph.initializer.extend(init for init in model.graph.initializer if keep(init))
-    return out
-
-
-def _without_float_data(model: onnx.ModelProto) -> onnx.ModelProto:
-    """For shape inference: large float initializers (weights) become typed graph inputs
-    (shape, no data); small ones (Resize scales and the like) keep their values."""
-    weight = lambda init: init.data_type in _FLOAT_TYPES and int(np.prod(init.dims)) > 64  # noqa: E731
-    probe = _skeleton(model, lambda init: not weight(init))
-    declared = {value.name for value in probe.graph.input}
-    for init in model.graph.initializer:
-        if weight(init) and init.name not in declared:
-            probe.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    return probe
-
-
 def _infer_shapes(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto]) -> tuple[dict[str, list[int | None]], dict[str, int]]:
     """Shapes (None for a dim known only at run time) and element types of every tensor that
     shape inference reaches, with dim 0 of every graph input made symbolic."""
-    probe = _without_float_data(model)
+    probe = without_weights(model)
     del probe.graph.value_info[:]
     real = {value.name for value in inputs}
     for value in probe.graph.input:
@@ -159,7 +125,7 @@ class _Builder:
 
     def initializer(self, name: str, const: bool) -> Value:
         init = self.inits[name]
-        trainable = init.data_type in _FLOAT_TYPES
+        trainable = init.data_type in FLOAT_TYPES
         if name in self.attr_nodes:
             return self.attr_nodes[name]
         if const and name not in self.bn_stats or not trainable and name not in self.bn_stats:
@@ -368,7 +334,7 @@ class TorchGraph(fx.GraphModule):
         self.onnx_names = {target: name for name, target in self.param_names.items()}
         self.input_names = [value.name for value in builder.inputs]
         self.output_names = [value.name for value in model.graph.output]
-        self._onnx = _skeleton(model, lambda init: init.name not in self.param_names)
+        self._onnx = skeleton(model, lambda init: init.name not in self.param_names)
         self._order = [init.name for init in model.graph.initializer]
         self._dtypes = {init.name: init.data_type for init in model.graph.initializer if init.name in self.param_names}
 
@@ -376,7 +342,7 @@ class TorchGraph(fx.GraphModule):
         """A copy of the source model with the current parameter and running-stat values in
         their initializers; nothing else changes."""
         kept = {init.name: init for init in self._onnx.graph.initializer}
-        out = _skeleton(self._onnx, lambda init: False)
+        out = skeleton(self._onnx, lambda init: False)
         for name in self._order:
             if name in kept:
                 out.graph.initializer.append(kept[name])
