@@ -48,7 +48,7 @@ class Spec:
     blocks: str = "sequitur"
     pretrain: str = "lazy"
     pretrain_steps: int = 300
-    pretrain_lr: float = 1e-3
+    pretrain_lr: float = 3e-3
     pretrain_weight_decay: float = 1e-4
     finetune_steps: int = 300
     finetune_lr: float = 3e-4

@@ -1,0 +1,113 @@
+"""B3: the whole method vs the baseline exploration on the same candidates.
+
+For each task and each accuracy drop alpha in {0, 0.5, 1, 2} points, `onnxwootz.prune` runs
+`min size` under `accuracy >= teacher - alpha` twice, side by side: the method (lazy
+multiplexed block pre-training, candidates assembled from pre-trained blocks) and the
+baseline (candidates start from L1-pruned teacher weights); same seed, same 64 candidates,
+same fine-tuning budget, each in its own fresh run directory. Wall time is the run's
+`wall_seconds` (everything after the teacher is loaded, pre-training included). Per cell:
+candidates tried, wall seconds, answer size, median accuracy right after assembly, and the
+ratio baseline/method. Targets (BENCHMARKS.md): >= 20x at alpha <= 1 point on the harder task,
+an answer at least as small, never slower than the baseline.
+
+    python -m benchmarks.b3_exploration [--tasks digits,glyphs] [--quick]
+
+`--quick` uses 16 candidates and alphas {1, 2} points (a smoke run, not the B3 figure).
+The glyphs teacher and dataset are built by `models.glyphs_teacher` when missing.
+Writes bench-results/b3.json and bench-results/b3.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnxwootz
+
+RESULTS = Path("bench-results")
+ALPHAS = (0.0, 0.005, 0.01, 0.02)
+QUICK_ALPHAS = (0.01, 0.02)
+CANDIDATES, QUICK_CANDIDATES = 64, 16
+SEED = 0
+
+
+def task_inputs(task: str) -> tuple[str, str]:
+    """(teacher ONNX, data argument) of a benchmark task, building the glyphs task when missing."""
+    if task == "digits":
+        return "models/digits_resnet.onnx", "digits"
+    if task == "glyphs":
+        from models import glyphs_teacher
+
+        teacher = glyphs_teacher.OUTPUT
+        data = teacher.with_name(glyphs_teacher.DATA_NAME)
+        if not teacher.exists() or not data.exists():
+            glyphs_teacher.main([])
+        return str(teacher), str(data)
+    raise SystemExit(f"unknown task '{task}'; use digits or glyphs")
+
+
+def run_cell(teacher: str, data: str, alpha: float, baseline: bool, candidates: int, root: Path) -> dict[str, Any]:
+    mode = "baseline" if baseline else "method"
+    run_dir = root / f"{Path(teacher).stem}-{alpha:g}-{mode}"
+    result = onnxwootz.prune(teacher, data=data, run_dir=run_dir, fresh=True, baseline=baseline,
+                             candidates=candidates, constraint=f"accuracy >= teacher - {alpha:g}", seed=SEED)
+    at_assembly = [trial.accuracy_at_assembly for trial in result.trials]
+    return {"mode": mode, "candidates_tried": result.candidates_tried, "wall_seconds": result.wall_seconds,
+            "pretrain_seconds": result.pretrain_seconds, "blocks_trained": result.blocks_trained,
+            "params": result.params, "accuracy": result.accuracy, "teacher_accuracy": result.teacher_accuracy,
+            "teacher_params": result.teacher_params, "bound": result.bound,
+            "median_accuracy_at_assembly": statistics.median(at_assembly) if at_assembly else None,
+            "finetune_steps": sum(trial.steps for trial in result.trials)}
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    def size(value: int | None) -> str:
+        return "none" if value is None else str(value)
+
+    lines = ["| task | alpha (points) | tried M / B | wall s M / B | answer params M / B | median acc. at assembly M / B "
+             "| fine-tune steps M / B | B/M wall ratio |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        m, b = row["method"], row["baseline"]
+        lines.append(
+            f"| {row['task']} | {row['alpha'] * 100:g} | {m['candidates_tried']} / {b['candidates_tried']} "
+            f"| {m['wall_seconds']:.1f} / {b['wall_seconds']:.1f} | {size(m['params'])} / {size(b['params'])} "
+            f"| {m['median_accuracy_at_assembly']:.3f} / {b['median_accuracy_at_assembly']:.3f} "
+            f"| {m['finetune_steps']} / {b['finetune_steps']} | {row['ratio']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="digits,glyphs")
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args()
+    alphas = QUICK_ALPHAS if options.quick else ALPHAS
+    candidates = QUICK_CANDIDATES if options.quick else CANDIDATES
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="b3-") as tmp:
+        for task in [t.strip() for t in options.tasks.split(",") if t.strip()]:
+            teacher, data = task_inputs(task)
+            for alpha in alphas:
+                method = run_cell(teacher, data, alpha, False, candidates, Path(tmp))
+                baseline = run_cell(teacher, data, alpha, True, candidates, Path(tmp))
+                row = {"task": task, "alpha": alpha, "method": method, "baseline": baseline,
+                       "ratio": baseline["wall_seconds"] / max(method["wall_seconds"], 1e-9)}
+                rows.append(row)
+                print(markdown([row]).splitlines()[-1], flush=True)
+    table = markdown(rows)
+    print("\n" + table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "b3.md").write_text(f"# B3: method vs baseline exploration ({candidates} candidates, seed {SEED}, "
+                                   f"CPU)\n\nM = method, B = baseline.\n\n{table}")
+    (RESULTS / "b3.json").write_text(json.dumps({
+        "benchmark": "B3", "candidates": candidates, "seed": SEED, "quick": options.quick, "device": "cpu",
+        "machine": {"python": platform.python_version(), "cpu": platform.processor()}, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'b3.json'} and {RESULTS / 'b3.md'}")
+
+
+if __name__ == "__main__":
+    main()
