@@ -14,7 +14,7 @@ import onnx
 
 from onnxwootz.atomic import write_json
 from onnxwootz.errors import BadSpecError
-from onnxwootz.modelio import save_model, static_shapes
+from onnxwootz.modelio import save_model
 from onnxwootz.counting import count
 from onnxwootz.passes.base import PassManager
 from onnxwootz.passes.export import export_options
@@ -114,9 +114,22 @@ def prune_prepared(prepared: PreparedModel, config: dict[str, float], granularit
         kept = sum(outcome.group_channels[g][0] for g in unit.groups)
         total = sum(outcome.group_channels[g][1] for g in unit.groups)
         units.append(UnitChannels(unit.name, float(config.get(unit.name, 0.0)), total, kept))
-    params, macs, _ = count(model, static_shapes(model, prepared.feed_shapes))
+    params, macs, _ = count(model, _pruned_shapes(prepared, model, removed))
     return PrunedModel(model, {u.name: u.rate for u in units}, outcome.slices, outcome.canonical_slices, units, params,
                        macs, removed)
+
+
+def _pruned_shapes(prepared: PreparedModel, model: onnx.ModelProto, removed: np.ndarray) -> dict[str, list[int]]:
+    """Shapes after pruning without a second shape inference: a channel tensor keeps the
+    channels its atoms kept (flattened features included), weights have their sliced dims."""
+    shapes = dict(prepared.shapes)
+    for name, ids in prepared.analysis.ids.items():
+        shape = shapes.get(name)
+        if shape is not None and len(shape) > 1 and shape[1] == len(ids):
+            shapes[name] = [shape[0], int((~removed[ids]).sum()), *shape[2:]]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    return shapes
 
 
 def apply(model: ModelSource, rate: float | None = None, config: ConfigSource | None = None,
