@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.tasks.glyphs import CLASSES, DATASET_NAME, make_pruning_dataset, render_glyphs
-from models.teacher import ResidualModule, accuracy
+from models.teacher import ResidualModule, accuracy, fit
 from onnxwootz.data import Dataset, batches, load_dataset
 from onnxwootz.modelio import load_model, save_model
 from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, Preprocess, set_metadata
@@ -70,20 +70,7 @@ class GlyphsResNet(nn.Module):
 def train_teacher(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch_size: int = 64) -> GlyphsResNet:
     """Adam with a one-cycle schedule on the teacher's own (plentiful) images."""
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = GlyphsResNet()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = epochs * (len(x) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
-    for _ in range(epochs):
-        model.train()
-        for xb, yb in batches(x, y, batch_size, rng, drop_last=True):
-            loss = F.cross_entropy(model(torch.from_numpy(xb)), torch.from_numpy(yb))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return model.eval()
+    return fit(GlyphsResNet(), x, y, epochs, batch_size, seed)
 
 
 def export(model: nn.Module, val_accuracy: float) -> onnx.ModelProto:
