@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from onnxwootz.modelio import FLOAT_TYPES
-from onnxwootz.passes.graph_index import GraphIndex, attribute
+from onnxwootz.passes.graph_index import GraphIndex, attribute, data_inputs
 
 
 
@@ -56,14 +56,16 @@ def node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
 
 
 def count(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> tuple[int, int, list[NodeCost]]:
-    """(total params, total MACs, per-node costs). Params are float initializers, each counted
-    once, attributed to the first node that reads them."""
+    """(total params, total MACs, per-node costs). Params are float initializers read as data
+    (not Clip bounds, Resize scales and other op parameters), each counted once, attributed to
+    the first node that reads them."""
     index = GraphIndex(model)
-    seen: set[str] = set()
+    seen: set[str] = {name for node in model.graph.node for name in node.input} - {
+        name for node in model.graph.node for name in data_inputs(node)}
     costs = []
     for node in model.graph.node:
         params = 0
-        for name in node.input:
+        for name in data_inputs(node):
             init = index.initializers.get(name)
             if init is not None and name not in seen and init.data_type in FLOAT_TYPES:
                 seen.add(name)

@@ -204,7 +204,9 @@ def _batch_shapes(model: onnx.ModelProto, batch: int, input_shape: Sequence[int]
 
 def _measure(runners: list[_Runner], batch: int, warmup: int, runs: int, task: Any) -> np.ndarray:
     """Warm-up rounds, then timed rounds; each round runs every model once, in turn, so the
-    models share whatever the machine does meanwhile. Returns milliseconds, one row per model."""
+    models share whatever the machine does meanwhile, and the turn order rotates from round to
+    round so that no model always runs right after the same one (a measured position bias).
+    Returns milliseconds, one row per model."""
     for runner in runners:
         _first_run(runner, batch)
         task.advance(1)
@@ -214,7 +216,9 @@ def _measure(runners: list[_Runner], batch: int, warmup: int, runs: int, task: A
             task.advance(1)
     times = np.zeros((len(runners), runs))
     for index in range(runs):
-        for slot, runner in enumerate(runners):
+        for offset in range(len(runners)):
+            slot = (index + offset) % len(runners)
+            runner = runners[slot]
             start = time.perf_counter_ns()
             runner.run_once()
             times[slot, index] = (time.perf_counter_ns() - start) / 1e6

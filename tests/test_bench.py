@@ -77,8 +77,12 @@ def test_runs_alternate_between_models(models, monkeypatch):
     monkeypatch.setattr(bench_module._Runner, "run_once", recording)
     a, b = str(models["small"]), str(models["big"])
     bench([a, b], batches=(1, 2), warmup=2, runs=3)
-    # per batch: (warmup + runs) rounds, each running A then B
-    assert calls == [(a, 1), (b, 1)] * 5 + [(a, 2), (b, 2)] * 5
+    # per batch: warm-up rounds run A then B; timed rounds alternate and rotate the turn order
+
+    def rounds(batch: int) -> list:
+        return [(a, batch), (b, batch)] * 2 + [(a, batch), (b, batch), (b, batch), (a, batch), (a, batch), (b, batch)]
+
+    assert calls == rounds(1) + rounds(2)
 
 
 def test_ratios_against_first_model(models):
