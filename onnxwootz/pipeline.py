@@ -254,7 +254,7 @@ class Explorer:
         outcome = finetune(view, self.x_train, self.y_train, self.x_val, self.y_val, self.bound,
                            self.spec.finetune_steps, self.spec.batch, self.spec.finetune_lr,
                            self.spec.finetune_weight_decay, self.spec.eval_every, self.spec.seed * 104729 + index,
-                           self.progress, f"candidate {index} ({self.mode})")
+                           self.progress, f"candidate {index} ({self.mode})", patience=self.spec.finetune_patience)
         latency = self.rundir.find("latency", candidate=index)
         event = {"event": "trial", "mode": self.mode, "candidate": index, "rates": rates, "params": pruned.params,
                  "macs": pruned.macs, "latency_ms": latency["p50_ms"] if latency else None,

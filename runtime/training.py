@@ -160,10 +160,13 @@ class FineTuneOutcome:
 
 def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
              bound: float, steps: int, batch: int, lr: float, weight_decay: float, eval_every: int, seed: int,
-             progress: Progress = NULL_PROGRESS, description: str = "fine-tuning", autocast: bool = True) -> FineTuneOutcome:
+             progress: Progress = NULL_PROGRESS, description: str = "fine-tuning", autocast: bool = True,
+             patience: int = 0) -> FineTuneOutcome:
     """Evaluate right after assembly (0 steps when that already meets `bound`); otherwise
     fine-tune with cross-entropy (Adam), evaluating every `eval_every` steps and stopping as
-    soon as validation accuracy reaches `bound`."""
+    soon as validation accuracy reaches `bound`, or (with `patience` > 0) once that many
+    evaluations in a row have not improved on the best so far: a candidate on a plateau below
+    the bound gives back the rest of its budget."""
     curve = [(0, evaluate(view, x_val, y_val))]
     if curve[-1][1] >= bound or steps == 0:
         return FineTuneOutcome(curve, curve[-1][1] >= bound, 0)
@@ -171,6 +174,7 @@ def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor, x_val: torch.Te
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     device = x.device
+    best, stale = curve[0][1], 0
     view.train()
     with progress.task(description, total=steps) as task:
         for step in range(1, steps + 1):
@@ -185,6 +189,9 @@ def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor, x_val: torch.Te
                 curve.append((step, evaluate(view, x_val, y_val)))
                 view.train()
                 if curve[-1][1] >= bound:
+                    break
+                best, stale = (curve[-1][1], 0) if curve[-1][1] > best else (best, stale + 1)
+                if patience and stale >= patience:
                     break
     view.eval()
     return FineTuneOutcome(curve, curve[-1][1] >= bound, curve[-1][0])

@@ -154,3 +154,15 @@ def test_evaluate_counts_top1_hits_in_batches() -> None:
     assert evaluate(identity, x, y, batch=2) == pytest.approx(4 / 5)
     assert identity.training
     assert evaluate(identity, x[:0], y[:0]) == 0.0
+
+
+def test_finetune_gives_back_its_budget_on_a_plateau() -> None:
+    """A classifier that cannot learn (zero learning rate) stops after `patience` evaluations
+    without improvement instead of spending the whole budget."""
+    x, y = _clusters(100, 0)
+    view = _linear_classifier(0)
+    outcome = finetune(view, x, y, x, y, bound=1.1, steps=200, batch=8, lr=0.0, weight_decay=0.0, eval_every=10,
+                       seed=0, patience=2)
+    assert outcome.steps == 20 and not outcome.met
+    full = finetune(view, x, y, x, y, bound=1.1, steps=200, batch=8, lr=0.0, weight_decay=0.0, eval_every=10, seed=0)
+    assert full.steps == 200
