@@ -105,7 +105,6 @@ class Explorer:
         self.mode = "baseline" if spec.baseline else "method"
         self.model_path = model
         self.prepared = prepare(model)
-        self.started = time.perf_counter()
         teacher = self.prepared.model
         self.preprocess = Preprocess.from_model(teacher)
         if self.preprocess is None:
