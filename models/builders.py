@@ -191,15 +191,19 @@ def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0) -> nn.Module:
 
 
 class _Classifier(nn.Module):
-    """features -> global average pool -> flatten -> classifier (torchvision's head layout)."""
+    """features -> [global average pool] -> flatten -> classifier (torchvision's head layout;
+    without the pool, as in VGG, channel c owns features c*H*W .. (c+1)*H*W-1)."""
 
-    def __init__(self, features: nn.Module, classifier: nn.Module) -> None:
+    def __init__(self, features: nn.Module, classifier: nn.Module, pool: bool = True) -> None:
         super().__init__()
         self.features = features
         self.classifier = classifier
+        self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+        x = self.features(x)
+        if self.pool:
+            x = nn.functional.adaptive_avg_pool2d(x, (1, 1))
         return self.classifier(torch.flatten(x, 1))
 
 
@@ -319,16 +323,6 @@ def densenet(num_classes: int = 10, growth: int = 8, layers: tuple[int, ...] = (
 # ---------------------------------------------------------------- VGG
 
 
-class _VGG(nn.Module):
-    def __init__(self, features: nn.Module, classifier: nn.Module) -> None:
-        super().__init__()
-        self.features = features
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
 def vgg_net(num_classes: int = 10, width: int = 8) -> nn.Module:
     """Plain conv chain with three max pools (32x32 -> 4x4), flattened NCHW into Linear layers,
     so channel c owns features c*16 .. c*16+15 of the first Linear."""
@@ -343,7 +337,7 @@ def vgg_net(num_classes: int = 10, width: int = 8) -> nn.Module:
             cin = int(item)
     hidden = width * 8
     classifier = nn.Sequential(nn.Linear(cin * 4 * 4, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(hidden, num_classes))
-    return _VGG(nn.Sequential(*layers), classifier)
+    return _Classifier(nn.Sequential(*layers), classifier, pool=False)
 
 
 # ---------------------------------------------------------------- ShuffleNet v2

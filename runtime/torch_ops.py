@@ -212,16 +212,20 @@ def _torch_pads(pads: list[int]) -> list[int]:
     return out
 
 
-def _conv(ctx: NodeContext) -> list[Any]:
-    x, w = ctx.x(0), ctx.x(1)
-    bias = ctx.x(2)
+def _conv_geometry(ctx: NodeContext) -> tuple[int, list[int], list[int], list[int]]:
+    """(spatial rank, kernel, strides, dilations) of a Conv/ConvTranspose node."""
     w_shape = ctx.shape(1)
     if w_shape is None:
         ctx.fail("weight rank unknown")
     spatial = len(w_shape) - 2
-    kernel = ctx.attr("kernel_shape", w_shape[2:])
-    strides = ctx.attr("strides", [1] * spatial)
-    dilations = ctx.attr("dilations", [1] * spatial)
+    return (spatial, ctx.attr("kernel_shape", w_shape[2:]), ctx.attr("strides", [1] * spatial),
+            ctx.attr("dilations", [1] * spatial))
+
+
+def _conv(ctx: NodeContext) -> list[Any]:
+    x, w = ctx.x(0), ctx.x(1)
+    bias = ctx.x(2)
+    spatial, kernel, strides, dilations = _conv_geometry(ctx)
     pads = _spatial_pads(ctx, spatial, kernel, strides, dilations)
     fn = (F.conv1d, F.conv2d, F.conv3d)[spatial - 1]
     if pads[:spatial] != pads[spatial:]:
@@ -232,13 +236,7 @@ def _conv(ctx: NodeContext) -> list[Any]:
 
 def _conv_transpose(ctx: NodeContext) -> list[Any]:
     x, w, bias = ctx.x(0), ctx.x(1), ctx.x(2)
-    w_shape = ctx.shape(1)
-    if w_shape is None:
-        ctx.fail("weight rank unknown")
-    spatial = len(w_shape) - 2
-    kernel = ctx.attr("kernel_shape", w_shape[2:])
-    strides = ctx.attr("strides", [1] * spatial)
-    dilations = ctx.attr("dilations", [1] * spatial)
+    spatial, kernel, strides, dilations = _conv_geometry(ctx)
     output_padding = ctx.attr("output_padding", [0] * spatial)
     pads = ctx.attr("pads", [0] * (2 * spatial))
     output_shape = ctx.attr("output_shape", None)
