@@ -244,12 +244,13 @@ class Explorer:
     def trial(self, index: int, rates: list[float]) -> tuple[dict[str, Any], onnx.ModelProto | None]:
         """Assemble, evaluate, fine-tune if needed. Returns the journal event (not recorded: the
         driver keeps the journal) and, when the candidate meets the bound, the checked answer."""
+        from onnxwootz.runtime.devices import prepare_module
         from onnxwootz.runtime.torch_graph import TorchGraph
         from onnxwootz.runtime.training import finetune
 
         started = time.perf_counter()
         pruned, used = self._assemble(index, rates)
-        view = TorchGraph(pruned.model).to(self.device)
+        view = prepare_module(TorchGraph(pruned.model), self.device)
         outcome = finetune(view, self.x_train, self.y_train, self.x_val, self.y_val, self.bound,
                            self.spec.finetune_steps, self.spec.batch, self.spec.finetune_lr,
                            self.spec.finetune_weight_decay, self.spec.eval_every, self.spec.seed * 104729 + index,
@@ -293,7 +294,7 @@ class Explorer:
         import torch
 
         from onnxwootz.costs import CostModel
-        from onnxwootz.runtime.devices import resolve_device
+        from onnxwootz.runtime.devices import prepare_module, resolve_device
         from onnxwootz.runtime.torch_graph import TorchGraph
         from onnxwootz.runtime.training import evaluate, tensors
         from onnxwootz.tuning_blocks import identify_blocks
@@ -312,7 +313,7 @@ class Explorer:
         teacher_event = self.rundir.find("teacher")
         if teacher_event is None:
             started = time.perf_counter()
-            accuracy = evaluate(TorchGraph(self.prepared.model).to(self.device), self.x_val, self.y_val)
+            accuracy = evaluate(prepare_module(TorchGraph(self.prepared.model), self.device), self.x_val, self.y_val)
             teacher_event = {"event": "teacher", "accuracy": accuracy, "seconds": time.perf_counter() - started}
             self.rundir.record(teacher_event)
         self.teacher_accuracy = float(teacher_event["accuracy"])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxwootz.progress import NULL_PROGRESS, Progress
-from onnxwootz.runtime.devices import autocast_context
+from onnxwootz.runtime.devices import autocast_context, prepare_input, prepare_module
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
 
 CALIBRATION_BATCHES = 4
@@ -26,7 +26,7 @@ CALIBRATION_BATCHES = 4
 
 
 def tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device), torch.from_numpy(y).long().to(device)
+    return prepare_input(torch.from_numpy(np.ascontiguousarray(x)), device), torch.from_numpy(y).long().to(device)
 
 
 @torch.no_grad()
@@ -106,7 +106,7 @@ def pretrain_blocks(teacher: onnx.ModelProto, students: list[Student], x: torch.
     mean relative loss over the last 10% of steps (0: perfect imitation, 1: no better than
     the target's mean)."""
     taps = sorted({s.entry for s in students} | {s.exit for s in students})
-    teacher_view = TorchGraph(with_outputs(teacher, taps)).to(device).eval()
+    teacher_view = prepare_module(TorchGraph(with_outputs(teacher, taps)), device).eval()
     for parameter in teacher_view.parameters():
         parameter.requires_grad_(False)
     position = {name: i for i, name in enumerate(taps)}
@@ -114,7 +114,7 @@ def pretrain_blocks(teacher: onnx.ModelProto, students: list[Student], x: torch.
     keeps = {s.key: (torch.from_numpy(s.keep).to(device) if s.keep is not None else None) for s in students}
     params = []
     for student in students:
-        student.view.to(device).train()
+        prepare_module(student.view, device).train()
         params += [p for _, p in named_onnx_parameters(student.view)]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
