@@ -31,7 +31,7 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
 
 
 def _init_torchvision_style(module: nn.Module) -> None:
-    """Kaiming (fan_out) convs, unit BatchNorm, N(0, 0.01) Linear: torchvision's ResNet init."""
+    """Kaiming (fan_out) convs, unit BatchNorm, N(0, 0.01) Linear: torchvision's ResNet and MobileNetV2 init."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -178,15 +178,7 @@ def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0) -> nn.Module:
             input_channel = output_channel
     features.append(_conv_bn(input_channel, last_channel, 1, act=nn.ReLU6))
     model = _Classifier(nn.Sequential(*features), nn.Sequential(nn.Dropout(0.2), nn.Linear(last_channel, num_classes)))
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+    _init_torchvision_style(model)  # MobileNetV2's convs have no bias; kaiming's default gain is ReLU's
     return model
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, numpy_helper, shape_inference, version_converter
+from onnx import external_data_helper, shape_inference, version_converter
 
 from onnxwootz.atomic import write_bytes
 from onnxwootz.errors import BadModelError, BadSpecError
@@ -264,10 +264,3 @@ def _shapes_by_running(model: onnx.ModelProto, shapes: dict[str, list[int]], nam
     except Exception as exc:
         raise BadModelError(f"cannot determine tensor shapes (ONNX Runtime: {str(exc).splitlines()[0]})") from None
     return {name: list(np.shape(value)) for name, value in zip(names, values)}
-
-
-def tensor_array(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    for init in model.graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    return None

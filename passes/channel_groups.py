@@ -37,10 +37,6 @@ class ChannelGroup:
     def prunable(self) -> bool:
         return self.kept_reason is None
 
-    def describe(self) -> str:
-        shown = ", ".join(self.producers[:3]) + (" ..." if len(self.producers) > 3 else "")
-        return f"group {self.id} ({self.channels} channels; filters of {shown or 'no producer'})"
-
 
 class ChannelState:
     """Mutable state the rules work on during one analysis."""

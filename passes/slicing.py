@@ -43,11 +43,11 @@ class Slicer:
         keep = np.nonzero(mask)[0]
         replace_initializer(self.model, name, np.take(array, keep, axis=axis))
         self.slices.setdefault(name, []).append({"axis": axis, "keep": keep.tolist()})
-        self.index.initializers = {init.name: init for init in self.model.graph.initializer}
 
     def rewrite(self, name: str, array: np.ndarray) -> None:
         replace_initializer(self.model, name, array)
-        self.index.initializers = {init.name: init for init in self.model.graph.initializer}
+        if name not in self.index.initializers:  # replaced ones are updated in place; a new one is appended
+            self.index.initializers[name] = self.model.graph.initializer[-1]
 
     def run(self) -> dict[str, list[dict]]:
         for node in self.model.graph.node:
