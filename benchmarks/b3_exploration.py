@@ -10,7 +10,7 @@ candidates tried, wall seconds, answer size, median accuracy right after assembl
 ratio baseline/method. Targets (BENCHMARKS.md): >= 20x at alpha <= 1 point on the harder task,
 an answer at least as small, never slower than the baseline.
 
-    python -m benchmarks.b3_exploration [--tasks digits,glyphs] [--quick]
+    python -m benchmarks.b3_exploration [--tasks digits,glyphs] [--quick] [--alphas 1] [--finetune-loss kd]
 
 `--quick` uses 16 candidates and alphas {1, 2} points (a smoke run, not the B3 figure).
 The glyphs teacher and dataset are built by `models.glyphs_teacher` when missing.
@@ -44,17 +44,27 @@ def task_inputs(task: str) -> tuple[str, str]:
 
         teacher = glyphs_teacher.OUTPUT
         data = teacher.with_name(glyphs_teacher.DATA_NAME)
-        if not teacher.exists() or not data.exists():
+        if not teacher.exists() or not data.exists() or not _has_unlabeled(data):
             glyphs_teacher.main([])
         return str(teacher), str(data)
     raise SystemExit(f"unknown task '{task}'; use digits or glyphs")
 
 
-def run_cell(teacher: str, data: str, alpha: float, baseline: bool, candidates: int, root: Path) -> dict[str, Any]:
+def _has_unlabeled(path: Path) -> bool:
+    """A glyphs.npz from before the task gained its unlabeled images is rebuilt."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as archive:
+        return "x_unlabeled" in archive.files
+
+
+def run_cell(teacher: str, data: str, alpha: float, baseline: bool, candidates: int, root: Path,
+             finetune_loss: str) -> dict[str, Any]:
     mode = "baseline" if baseline else "method"
     run_dir = root / f"{Path(teacher).stem}-{alpha:g}-{mode}"
     result = onnxwootz.prune(teacher, data=data, run_dir=run_dir, fresh=True, baseline=baseline,
-                             candidates=candidates, constraint=f"accuracy >= teacher - {alpha:g}", seed=SEED)
+                             candidates=candidates, constraint=f"accuracy >= teacher - {alpha:g}", seed=SEED,
+                             finetune_loss=finetune_loss)
     at_assembly = [trial.accuracy_at_assembly for trial in result.trials]
     return {"mode": mode, "candidates_tried": result.candidates_tried, "wall_seconds": result.wall_seconds,
             "pretrain_seconds": result.pretrain_seconds, "blocks_trained": result.blocks_trained,
@@ -84,16 +94,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="digits,glyphs")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--alphas", help="comma-separated accuracy drops in points (default 0,0.5,1,2)")
+    parser.add_argument("--finetune-loss", default="ce", choices=("ce", "kd"),
+                        help="fine-tuning in both modes: ce (labels, the paper's protocol) or kd (distillation)")
     options = parser.parse_args()
     alphas = QUICK_ALPHAS if options.quick else ALPHAS
+    if options.alphas:
+        alphas = tuple(float(a) / 100 for a in options.alphas.split(","))
     candidates = QUICK_CANDIDATES if options.quick else CANDIDATES
     rows = []
     with tempfile.TemporaryDirectory(prefix="b3-") as tmp:
         for task in [t.strip() for t in options.tasks.split(",") if t.strip()]:
             teacher, data = task_inputs(task)
             for alpha in alphas:
-                method = run_cell(teacher, data, alpha, False, candidates, Path(tmp))
-                baseline = run_cell(teacher, data, alpha, True, candidates, Path(tmp))
+                method = run_cell(teacher, data, alpha, False, candidates, Path(tmp), options.finetune_loss)
+                baseline = run_cell(teacher, data, alpha, True, candidates, Path(tmp), options.finetune_loss)
                 row = {"task": task, "alpha": alpha, "method": method, "baseline": baseline,
                        "ratio": baseline["wall_seconds"] / max(method["wall_seconds"], 1e-9)}
                 rows.append(row)
@@ -101,12 +116,15 @@ def main() -> None:
     table = markdown(rows)
     print("\n" + table)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "b3.md").write_text(f"# B3: method vs baseline exploration ({candidates} candidates, seed {SEED}, "
-                                   f"CPU)\n\nM = method, B = baseline.\n\n{table}")
-    (RESULTS / "b3.json").write_text(json.dumps({
+    stem = "b3" if options.finetune_loss == "ce" else f"b3-{options.finetune_loss}"
+    (RESULTS / f"{stem}.md").write_text(f"# B3: method vs baseline exploration ({candidates} candidates, seed {SEED}, "
+                                        f"fine-tuning loss {options.finetune_loss}, CPU)\n\nM = method, B = baseline."
+                                        f"\n\n{table}")
+    (RESULTS / f"{stem}.json").write_text(json.dumps({
         "benchmark": "B3", "candidates": candidates, "seed": SEED, "quick": options.quick, "device": "cpu",
+        "finetune_loss": options.finetune_loss,
         "machine": {"python": platform.python_version(), "cpu": platform.processor()}, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'b3.json'} and {RESULTS / 'b3.md'}")
+    print(f"wrote {RESULTS / (stem + '.json')} and {RESULTS / (stem + '.md')}")
 
 
 if __name__ == "__main__":

@@ -35,14 +35,18 @@ from onnxwootz.modelio import load_model, save_model
 from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, Preprocess, set_metadata
 
 PREPROCESS = Preprocess(size=(24, 24), channels=1, scale=1 / 255, mean=(0.5,), std=(0.5,))
-STEM = 16
-MODULES = ((16, 1), (32, 2), (32, 1), (64, 2), (64, 1))
+STEM = 12
+MODULES = ((12, 1), (24, 2), (24, 1), (48, 2), (48, 1))
 """(width, stride) per residual module: 24x24 -> 12x12 -> 6x6."""
+EXPANSION = 2
+"""Each module's inner channels (what module pruning removes) are twice its width, as in the
+over-parameterized teachers the paper prunes: its regime has small candidates that can match
+the teacher once their blocks imitate it, and cannot from a few labels alone."""
 NUM_CLASSES = len(CLASSES)
 TEACHER_SEED = 1000
 """Teacher images come from another seed than the pruning dataset, so they never overlap."""
 TEACHER_PER_CLASS = 300
-PRUNING_SEED, TRAIN_PER_CLASS, VAL_PER_CLASS = 0, 5, 40
+PRUNING_SEED, TRAIN_PER_CLASS, VAL_PER_CLASS, UNLABELED_PER_CLASS = 0, 5, 40, 100
 OUTPUT = Path("bench-results/glyphs_teacher.onnx")
 DATA_NAME = "glyphs.npz"
 MIN_ACCURACY = 0.9
@@ -57,7 +61,7 @@ class GlyphsResNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU())
         body, previous = [], stem
         for width, stride in modules:
-            body.append(ResidualModule(previous, width, stride))
+            body.append(ResidualModule(previous, width, stride, EXPANSION))
             previous = width
         self.body = nn.Sequential(*body)
         self.fc = nn.Linear(previous, num_classes)
@@ -267,9 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
     parser.add_argument("--force", action="store_true", help="retrain even when the output exists")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--teacher-per-class", type=int, default=TEACHER_PER_CLASS)
     parser.add_argument("--train-per-class", type=int, default=TRAIN_PER_CLASS)
+    parser.add_argument("--unlabeled-per-class", type=int, default=UNLABELED_PER_CLASS,
+                        help="unlabeled images per class in the pruning dataset (for block pre-training)")
     parser.add_argument("--study", action="store_true", help="measure the pruning regime (see the module doc)")
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning / block-training steps in the study")
     parser.add_argument("--seed", type=int, default=0)
@@ -277,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch threads; small convs gain little from more, and lose a lot on a shared machine")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data_path = make_pruning_dataset(args.output.with_name(DATA_NAME), args.train_per_class, VAL_PER_CLASS, PRUNING_SEED)
+    data_path = make_pruning_dataset(args.output.with_name(DATA_NAME), args.train_per_class, VAL_PER_CLASS, PRUNING_SEED,
+                                     n_unlabeled_per_class=args.unlabeled_per_class)
     data = load_dataset(str(data_path), PREPROCESS, NUM_CLASSES)
     if args.force or not args.output.exists():
         start = time.perf_counter()

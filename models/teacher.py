@@ -30,13 +30,15 @@ MIN_ACCURACY = 0.97
 
 
 class ResidualModule(nn.Module):
-    """conv-BN-ReLU-conv-BN plus the skip (a strided 1x1 projection where the shape changes), ReLU."""
+    """conv-BN-ReLU-conv-BN plus the skip (a strided 1x1 projection where the shape changes), ReLU.
+    `expansion` widens the channels between the two convs."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        inner = out_channels * expansion  # the channels between the two convs: what module pruning removes
+        self.conv1 = nn.Conv2d(in_channels, inner, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.project: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:

@@ -1,5 +1,9 @@
 """Datasets as preprocessed numpy arrays: the bundled digits task, ImageFolder directories and
-.npz files, checked against the model (labels, channels) with one clear error line each."""
+.npz files, checked against the model (labels, channels) with one clear error line each.
+
+Besides labelled train/val splits a dataset may carry unlabeled images (npz key `x_unlabeled`,
+or an `unlabeled/` folder): block pre-training imitates the teacher's tensors and needs no
+labels, so any images from the task's domain make the blocks generalize better."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ is measured on this exact validation set, and its training images must stay out 
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val")
+NPZ_UNLABELED = "x_unlabeled"
 _EXPECTED = f"'{DIGITS}', an ImageFolder directory (train/<class>/*.png, val/<class>/...) or an .npz file"
 
 
@@ -34,6 +39,14 @@ class Dataset:
     y_val: np.ndarray
     classes: int
     name: str
+    x_unlabeled: np.ndarray | None = None
+
+    @property
+    def x_inputs(self) -> np.ndarray:
+        """Every image without its label: what label-free (teacher-student) training may use."""
+        if self.x_unlabeled is None or len(self.x_unlabeled) == 0:
+            return self.x_train
+        return np.concatenate([self.x_train, self.x_unlabeled])
 
 
 def load_dataset(spec: str, preprocess: Preprocess, num_classes: int, seed: int = 0) -> Dataset:
@@ -67,6 +80,9 @@ def load_dataset(spec: str, preprocess: Preprocess, num_classes: int, seed: int 
             )
         splits[f"x_{split}"] = _apply(preprocess, images, name, split)
         splits[f"y_{split}"] = _labels(labels, num_classes, name, split)
+    unlabeled = raw.get(NPZ_UNLABELED)
+    if unlabeled is not None and len(unlabeled):
+        splits[NPZ_UNLABELED] = _apply(preprocess, unlabeled, name, "unlabeled")
     return Dataset(**splits, classes=num_classes, name=name)
 
 
@@ -138,7 +154,7 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
             if missing:
                 raise BadDataError(f"{path} lacks {', '.join(missing)} (needs {', '.join(NPZ_KEYS)})")
-            return {key: archive[key] for key in NPZ_KEYS}
+            return {key: archive[key] for key in (*NPZ_KEYS, NPZ_UNLABELED) if key in archive.files}
     except BadDataError:
         raise
     except ValueError as exc:  # object arrays need pickle, which we never allow
@@ -176,6 +192,9 @@ def _image_folder(root: Path, preprocess: Preprocess, seed: int) -> dict[str, np
         train, val = _stratified_split(data["y_train"], DIGITS_VAL_FRACTION, seed)
         images, labels = data["x_train"], data["y_train"]
         data = {"x_train": images[train], "y_train": labels[train], "x_val": images[val], "y_val": labels[val]}
+    if (root / "unlabeled").is_dir():
+        files = sorted(f for f in (root / "unlabeled").rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        data[NPZ_UNLABELED] = _read_images(files, preprocess)
     return data
 
 

@@ -24,6 +24,10 @@ from onnxwootz.progress import NULL_PROGRESS, Progress
 from onnxwootz.results import Result
 from onnxwootz.spec import Spec, load_spec
 
+RECONSTRUCTION_IMAGES = 256
+"""Images for the least-squares start of a block: enough rows for a well-posed fit, few enough
+that it costs a small fraction of pre-training."""
+
 if TYPE_CHECKING:
     from onnxwootz.executors import Executor
 
@@ -179,8 +183,11 @@ class Explorer:
         return f"blocks/{fingerprint(block.start, list(block.rates))}.safetensors"
 
     def _train_blocks(self, indices: Sequence[int], seed: int) -> None:
+        import torch
+
         from onnxwootz.pruning import prune_prepared
         from onnxwootz.passes.block_slice import slice_span
+        from onnxwootz.runtime.reconstruction import reconstruct_span
         from onnxwootz.runtime.torch_graph import TorchGraph
         from onnxwootz.runtime.training import Student, pretrain_blocks
 
@@ -203,10 +210,14 @@ class Explorer:
                 shapes[exit_] = [shapes[exit_][0], len(keep), *shapes[exit_][2:]]
             else:
                 keep = None
-            view = TorchGraph(slice_span(pruned.model, entry, exit_, shapes))
+            span = slice_span(pruned.model, entry, exit_, shapes)
+            if self.spec.pretrain_init == "lsq":
+                reconstruct_span(self.prepared.model, span, entry, pruned.canonical_slices,
+                                 self.dataset.x_inputs[:RECONSTRUCTION_IMAGES], threads=torch.get_num_threads())
+            view = TorchGraph(span)
             students.append(Student(self._block_file(b), view, entry, exit_, keep))
             pruned_of[self._block_file(b)] = pruned
-        losses = pretrain_blocks(self.prepared.model, students, self.x_train, self.spec.pretrain_steps,
+        losses = pretrain_blocks(self.prepared.model, students, self.x_inputs, self.spec.pretrain_steps,
                                  self.spec.batch, self.spec.pretrain_lr, self.spec.pretrain_weight_decay, seed,
                                  self.device, self.progress)
         seconds = (time.perf_counter() - started) / len(students)
@@ -251,10 +262,13 @@ class Explorer:
         started = time.perf_counter()
         pruned, used = self._assemble(index, rates)
         view = prepare_module(TorchGraph(pruned.model), self.device)
-        outcome = finetune(view, self.x_train, self.y_train, self.x_val, self.y_val, self.bound,
+        distill = self.spec.finetune_loss == "kd"
+        outcome = finetune(view, self.x_inputs if distill else self.x_train, None if distill else self.y_train,
+                           self.x_val, self.y_val, self.bound,
                            self.spec.finetune_steps, self.spec.batch, self.spec.finetune_lr,
                            self.spec.finetune_weight_decay, self.spec.eval_every, self.spec.seed * 104729 + index,
-                           self.progress, f"candidate {index} ({self.mode})", patience=self.spec.finetune_patience)
+                           self.progress, f"candidate {index} ({self.mode})", patience=self.spec.finetune_patience,
+                           teacher_logits=self.teacher_logits if distill else None)
         latency = self.rundir.find("latency", candidate=index)
         event = {"event": "trial", "mode": self.mode, "candidate": index, "rates": rates, "params": pruned.params,
                  "macs": pruned.macs, "latency_ms": latency["p50_ms"] if latency else None,
@@ -294,9 +308,9 @@ class Explorer:
         import torch
 
         from onnxwootz.costs import CostModel
-        from onnxwootz.runtime.devices import prepare_module, resolve_device
+        from onnxwootz.runtime.devices import prepare_input, prepare_module, resolve_device
         from onnxwootz.runtime.torch_graph import TorchGraph
-        from onnxwootz.runtime.training import evaluate, tensors
+        from onnxwootz.runtime.training import evaluate, predict, tensors
         from onnxwootz.tuning_blocks import identify_blocks
 
         spec = self.spec
@@ -306,6 +320,7 @@ class Explorer:
         torch.manual_seed(spec.seed)
         self.x_train, self.y_train = tensors(self.dataset.x_train, self.dataset.y_train, self.device)
         self.x_val, self.y_val = tensors(self.dataset.x_val, self.dataset.y_val, self.device)
+        self.x_inputs = prepare_input(torch.from_numpy(np.ascontiguousarray(self.dataset.x_inputs)), self.device)
         self.costs = CostModel(self.prepared, spec.granularity, spec.round_to)
         stem = self.model_path.name.removesuffix(".onnx")
         self.answer_path = Path(output) if output else self.rundir.path / f"{stem}.pruned.onnx"
@@ -317,6 +332,8 @@ class Explorer:
             teacher_event = {"event": "teacher", "accuracy": accuracy, "seconds": time.perf_counter() - started}
             self.rundir.record(teacher_event)
         self.teacher_accuracy = float(teacher_event["accuracy"])
+        self.teacher_logits = (predict(prepare_module(TorchGraph(self.prepared.model), self.device), self.x_inputs)
+                               if spec.finetune_loss == "kd" else None)
         self.bound = spec.parsed_constraint.bound(self.teacher_accuracy)
         self.configs = self._configs()
         self.blockset = identify_blocks(self.configs, None, spec.blocks) if self.mode == "method" else None

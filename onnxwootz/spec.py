@@ -13,6 +13,14 @@ from typing import Any
 from onnxwootz.errors import BadSpecError
 
 OBJECTIVES = ("size", "macs", "latency")
+CHOICES = {
+    "blocks": ("sequitur", "per-unit"),
+    "pretrain": ("lazy", "eager"),
+    "pretrain_init": ("lsq", "l1"),
+    "finetune_loss": ("ce", "kd"),
+    "device": ("auto", "cpu", "cuda"),
+}
+"""The spec fields that take one of a few words, and those words."""
 _CONSTRAINT = re.compile(r"^\s*accuracy\s*>=\s*(?:(teacher)\s*-\s*)?([0-9]*\.?[0-9]+)\s*$")
 
 
@@ -47,10 +55,12 @@ class Spec:
     constraint: str = "accuracy >= teacher - 0.01"
     blocks: str = "sequitur"
     pretrain: str = "lazy"
+    pretrain_init: str = "lsq"  # block start: least-squares refit of the readers of pruned channels, or plain L1
     pretrain_steps: int = 300
     pretrain_lr: float = 3e-3
     pretrain_weight_decay: float = 1e-4
     finetune_steps: int = 300
+    finetune_loss: str = "ce"  # ce: labels; kd: distillation from the teacher's outputs on every image
     finetune_lr: float = 3e-4
     finetune_weight_decay: float = 1e-5
     eval_every: int = 50
@@ -74,17 +84,15 @@ class Spec:
             raise BadSpecError("prune trains tuning blocks over module spans: use granularity 'module'")
         self.objective_key()
         Constraint.parse(self.constraint)
-        if self.blocks not in ("sequitur", "per-unit"):
-            raise BadSpecError(f"blocks must be 'sequitur' or 'per-unit', got '{self.blocks}'")
-        if self.pretrain not in ("lazy", "eager"):
-            raise BadSpecError(f"pretrain must be 'lazy' or 'eager', got '{self.pretrain}'")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                allowed = " or ".join(f"'{choice}'" for choice in choices)
+                raise BadSpecError(f"{name} must be {allowed}, got '{getattr(self, name)}'")
         for name in ("pretrain_steps", "finetune_steps", "eval_every", "batch"):
             if getattr(self, name) < (0 if name.endswith("steps") else 1):
                 raise BadSpecError(f"{name} must be positive, got {getattr(self, name)}")
         if self.round_to < 1:
             raise BadSpecError(f"round_to must be a positive integer, got {self.round_to}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise BadSpecError(f"device must be auto, cpu or cuda, got '{self.device}'")
         return self
 
     def objective_key(self) -> str:

@@ -21,6 +21,9 @@ from onnxwootz.progress import NULL_PROGRESS, Progress
 from onnxwootz.runtime.devices import autocast_context, prepare_input, prepare_module
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
 
+WARMUP_FRACTION = 10
+"""Pre-training warms its learning rate up over the first 1/this of its steps."""
+KD_TEMPERATURE = 4.0
 CALIBRATION_BATCHES = 4
 """How many batches of the training images fix each teacher tensor's variance."""
 
@@ -43,13 +46,38 @@ def evaluate(view: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """A copy of `model` whose outputs are exactly `names` (taps for multiplexed training)."""
+    """A copy of `model` whose outputs are exactly `names` (taps for multiplexed training),
+    without the nodes that none of them needs: a teacher tapped early stops computing there."""
+    needed = set(names)
+    kept = []
+    has_subgraphs = any(attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                        for node in model.graph.node for attribute in node.attribute)
+    for node in reversed(model.graph.node):
+        if has_subgraphs or any(output in needed for output in node.output):  # subgraphs read names unlisted
+            kept.append(node)
+            needed.update(node.input)
     tapped = onnx.ModelProto()
     tapped.CopyFrom(model)
+    del tapped.graph.node[:]
+    tapped.graph.node.extend(reversed(kept))
+    used = {name for node in kept for name in node.input}
+    live = [init for init in tapped.graph.initializer if init.name in used]
+    del tapped.graph.initializer[:]
+    tapped.graph.initializer.extend(live)
     del tapped.graph.output[:]
     for name in names:
         tapped.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     return tapped
+
+
+@torch.no_grad()
+def predict(view: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """A view's outputs on all of `x` (eval mode, restored afterwards), as float32."""
+    was_training = view.training
+    view.eval()
+    outputs = torch.cat([view(x[start:start + batch]).float() for start in range(0, len(x), batch)])
+    view.train(was_training)
+    return outputs
 
 
 @dataclasses.dataclass
@@ -90,10 +118,13 @@ def _tap_variances(teacher_view: torch.nn.Module, x: torch.Tensor, batch: int, d
     return variances
 
 
-def _cosine(optimizer: torch.optim.Optimizer, lr: float, step: int, steps: int) -> None:
-    """Cosine decay from `lr` towards 0: a short fixed budget ends on small, settling steps."""
+def _cosine(optimizer: torch.optim.Optimizer, lr: float, step: int, steps: int, warmup: int = 0) -> None:
+    """Linear warm-up over `warmup` steps (Adam's first steps move every weight by about `lr`,
+    which would wreck a least-squares start), then cosine decay towards 0: a short fixed budget
+    ends on small, settling steps."""
+    scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
     for group in optimizer.param_groups:
-        group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
+        group["lr"] = lr * scale * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
 
 
 def pretrain_blocks(teacher: onnx.ModelProto, students: list[Student], x: torch.Tensor, steps: int, batch: int,
@@ -122,7 +153,7 @@ def pretrain_blocks(teacher: onnx.ModelProto, students: list[Student], x: torch.
     history: dict[str, list[float]] = {s.key: [] for s in students}
     with progress.task(f"pre-training {len(students)} block(s)", total=steps) as task:
         for step in range(steps):
-            _cosine(optimizer, lr, step, steps)
+            _cosine(optimizer, lr, step, steps, warmup=steps // WARMUP_FRACTION)
             index = torch.randint(0, len(x), (batch,), generator=generator).to(device)
             with torch.no_grad(), autocast_context(device, autocast):
                 outputs = _as_tuple(teacher_view(x[index]))
@@ -158,15 +189,25 @@ class FineTuneOutcome:
         return self.curve[-1][1]
 
 
-def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = KD_TEMPERATURE) -> torch.Tensor:
+    """Hinton's knowledge distillation: KL from the teacher's softened outputs, scaled by T^2
+    so that its gradients keep their size whatever the temperature."""
+    return F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                    reduction="batchmean", log_target=True) * temperature ** 2
+
+
+def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: torch.Tensor, y_val: torch.Tensor,
              bound: float, steps: int, batch: int, lr: float, weight_decay: float, eval_every: int, seed: int,
              progress: Progress = NULL_PROGRESS, description: str = "fine-tuning", autocast: bool = True,
-             patience: int = 0) -> FineTuneOutcome:
+             patience: int = 0, teacher_logits: torch.Tensor | None = None) -> FineTuneOutcome:
     """Evaluate right after assembly (0 steps when that already meets `bound`); otherwise
-    fine-tune with cross-entropy (Adam), evaluating every `eval_every` steps and stopping as
+    fine-tune (Adam) with cross-entropy on the labels `y`, or, given `teacher_logits` (one row
+    per image of `x`, which then needs no labels), by distillation from them; evaluating every `eval_every` steps and stopping as
     soon as validation accuracy reaches `bound`, or (with `patience` > 0) once that many
     evaluations in a row have not improved on the best so far: a candidate on a plateau below
-    the bound gives back the rest of its budget."""
+    the bound gives back the rest of its budget; and so does one that the first evaluation finds
+    no better than at assembly (fine-tuning is hurting it: block-assembled networks fine-tuned
+    on a few labels lose accuracy from the first steps, and do not win it back)."""
     curve = [(0, evaluate(view, x_val, y_val))]
     if curve[-1][1] >= bound or steps == 0:
         return FineTuneOutcome(curve, curve[-1][1] >= bound, 0)
@@ -180,7 +221,9 @@ def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor, x_val: torch.Te
         for step in range(1, steps + 1):
             index = torch.randint(0, len(x), (batch,), generator=generator).to(device)
             with autocast_context(device, autocast):
-                loss = F.cross_entropy(view(x[index]).float(), y[index])
+                logits = view(x[index]).float()
+                loss = (F.cross_entropy(logits, y[index]) if teacher_logits is None
+                        else distillation_loss(logits, teacher_logits[index]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -191,7 +234,7 @@ def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor, x_val: torch.Te
                 if curve[-1][1] >= bound:
                     break
                 best, stale = (curve[-1][1], 0) if curve[-1][1] > best else (best, stale + 1)
-                if patience and stale >= patience:
+                if patience and (stale >= patience or len(curve) == 2 and stale):
                     break
     view.eval()
     return FineTuneOutcome(curve, curve[-1][1] >= bound, curve[-1][0])

@@ -275,3 +275,26 @@ def test_bundled_teacher_reaches_its_recorded_accuracy_in_onnx_runtime() -> None
     assert recorded is not None and recorded >= 0.97
     assert abs(measured - recorded) <= 0.005
     assert sum(int(np.prod(init.dims)) for init in model.graph.initializer) < 100_000
+
+
+def test_unlabeled_images_join_the_label_free_inputs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    arrays = {"x_train": rng.random((4, 8, 8)), "y_train": np.arange(4) % 2, "x_val": rng.random((2, 8, 8)),
+              "y_val": np.array([0, 1]), "x_unlabeled": rng.random((5, 8, 8))}
+    data = load_dataset(_npz(tmp_path / "u.npz", **arrays), IDENTITY_8, num_classes=2)
+    assert data.x_unlabeled.shape == (5, 1, 8, 8)
+    np.testing.assert_allclose(data.x_inputs, np.concatenate([arrays["x_train"], arrays["x_unlabeled"]])[:, None],
+                               rtol=1e-6)
+    del arrays["x_unlabeled"]
+    plain = load_dataset(_npz(tmp_path / "p.npz", **arrays), IDENTITY_8, num_classes=2)
+    assert plain.x_unlabeled is None and plain.x_inputs is plain.x_train
+
+
+def test_image_folder_reads_an_unlabeled_folder(tmp_path: Path) -> None:
+    _write_folder(tmp_path, ["a", "b"], per_class=1)
+    nested = tmp_path / "unlabeled" / "batch1"
+    nested.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8), "RGB").save(nested / f"{i}.png")
+    data = load_dataset(str(tmp_path), IDENTITY_8, num_classes=2)
+    assert data.x_unlabeled.shape == (3, 1, 8, 8) and len(data.x_inputs) == len(data.x_train) + 3

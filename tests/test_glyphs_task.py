@@ -74,3 +74,15 @@ def test_pruning_dataset_loads_and_splits_are_disjoint(tmp_path) -> None:
     assert data.x_val.shape == (3 * classes, 1, DEFAULT_SIZE, DEFAULT_SIZE)
     assert data.x_train.dtype == np.float32 and -1.0 <= data.x_train.min() and data.x_train.max() <= 1.0
     np.testing.assert_array_equal(data.y_val, raw["y_val"])
+
+
+def test_unlabeled_images_come_from_their_own_stream(tmp_path) -> None:
+    path = make_pruning_dataset(tmp_path / "u.npz", n_train_per_class=1, n_val_per_class=1, seed=4,
+                                n_unlabeled_per_class=2)
+    with np.load(path, allow_pickle=False) as archive:
+        assert sorted(archive.files) == sorted((*NPZ_KEYS, "x_unlabeled"))
+        unlabeled = {image.tobytes() for image in archive["x_unlabeled"]}
+        labelled = {image.tobytes() for key in ("x_train", "x_val") for image in archive[key]}
+    assert len(unlabeled) == 2 * len(CLASSES) and not unlabeled & labelled
+    data = load_dataset(str(path), PREPROCESS, len(CLASSES))
+    assert data.x_inputs.shape == (3 * len(CLASSES), 1, DEFAULT_SIZE, DEFAULT_SIZE)

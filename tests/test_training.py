@@ -12,7 +12,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
-from onnxwootz.runtime.training import Student, evaluate, finetune, pretrain_blocks, tensors, with_outputs
+from onnxwootz.runtime.training import (
+    Student, distillation_loss, evaluate, finetune, predict, pretrain_blocks, tensors, with_outputs,
+)
 
 OPSET = [helper.make_opsetid("", 17)]
 
@@ -157,12 +159,48 @@ def test_evaluate_counts_top1_hits_in_batches() -> None:
 
 
 def test_finetune_gives_back_its_budget_on_a_plateau() -> None:
-    """A classifier that cannot learn (zero learning rate) stops after `patience` evaluations
-    without improvement instead of spending the whole budget."""
+    """A classifier that learns until it cannot improve (a bound above 1) stops `patience`
+    evaluations after its best instead of spending the whole budget."""
     x, y = _clusters(100, 0)
-    view = _linear_classifier(0)
-    outcome = finetune(view, x, y, x, y, bound=1.1, steps=200, batch=8, lr=0.0, weight_decay=0.0, eval_every=10,
-                       seed=0, patience=2)
-    assert outcome.steps == 20 and not outcome.met
-    full = finetune(view, x, y, x, y, bound=1.1, steps=200, batch=8, lr=0.0, weight_decay=0.0, eval_every=10, seed=0)
+    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.1, steps=2000, batch=8, lr=0.05, weight_decay=0.0,
+                       eval_every=10, seed=0, patience=2)
+    accuracies = [accuracy for _, accuracy in outcome.curve]
+    assert not outcome.met and outcome.steps < 2000
+    assert max(accuracies[-2:]) <= max(accuracies[:-2]) and accuracies[1] > accuracies[0]
+    full = finetune(_linear_classifier(0), x, y, x, y, bound=1.1, steps=200, batch=8, lr=0.05, weight_decay=0.0,
+                    eval_every=10, seed=0)
     assert full.steps == 200
+
+
+def test_finetune_stops_at_once_when_it_does_not_beat_assembly() -> None:
+    """With patience, a first evaluation no better than assembly ends fine-tuning (zero
+    learning rate: nothing can change)."""
+    x, y = _clusters(100, 0)
+    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.1, steps=200, batch=8, lr=0.0, weight_decay=0.0,
+                       eval_every=10, seed=0, patience=3)
+    assert outcome.steps == 10 and not outcome.met
+
+
+def test_distillation_loss_is_zero_only_at_the_teacher() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, 1.0]])
+    assert float(distillation_loss(logits, logits)) == pytest.approx(0.0, abs=1e-7)
+    assert float(distillation_loss(logits.flip(1), logits)) > 0.1
+
+
+def test_finetune_by_distillation_needs_no_labels() -> None:
+    """A teacher labels nothing here: its logits alone pull a perturbed student back above the
+    bound (measured on labelled validation data)."""
+    x, _ = _clusters(300, 0)
+    x_val, y_val = _clusters(200, 1)
+    teacher = _linear_classifier(0)
+    with torch.no_grad():
+        for _, parameter in named_onnx_parameters(teacher):
+            parameter.zero_()
+        next(p for name, p in named_onnx_parameters(teacher) if name == "w")[:3] = torch.eye(3)
+    teacher_logits = predict(teacher, x)
+    assert evaluate(teacher, x_val, y_val) >= 0.95
+    student = _linear_classifier(0)
+    assert evaluate(student, x_val, y_val) < 0.9
+    outcome = finetune(student, x, None, x_val, y_val, bound=0.9, steps=500, batch=16, lr=0.05, weight_decay=0.0,
+                       eval_every=5, seed=0, teacher_logits=teacher_logits)
+    assert outcome.met and outcome.steps > 0

@@ -131,18 +131,28 @@ def render_glyphs(n_per_class: int, seed: int, size: int = DEFAULT_SIZE, strengt
     return images, labels
 
 
+UNLABELED_SEED_OFFSET = 7919
+"""The unlabeled images come from their own stream (seed + this), apart from both labelled
+splits and from the teacher's images."""
+
+
 def make_pruning_dataset(path: str | Path, n_train_per_class: int = 5, n_val_per_class: int = 40, seed: int = 0,
-                         size: int = DEFAULT_SIZE) -> Path:
+                         size: int = DEFAULT_SIZE, n_unlabeled_per_class: int = 0) -> Path:
     """Write the pruning task as an .npz with x_train, y_train, x_val, y_val (what
-    `onnxwootz.data.load_dataset` reads): few labelled train images per class, enough val ones
-    to resolve 0.5-point differences. Both splits come from one seeded stream, so they never
-    share an image; the teacher is trained on another seed."""
+    `onnxwootz.data.load_dataset` reads) and, when asked, x_unlabeled: few labelled train
+    images per class, enough val ones to resolve 0.5-point differences, and unlabeled images
+    (cheap in the real world; the method's block pre-training needs no labels). Both labelled
+    splits come from one seeded stream, so they never share an image; the teacher is trained
+    on another seed."""
     if n_train_per_class <= 0 or n_val_per_class <= 0:
         raise BadSpecError(f"need at least one train and one val image per class (got {n_train_per_class}, {n_val_per_class})")
     x, y = render_glyphs(n_train_per_class + n_val_per_class, seed, size)
     cut = n_train_per_class * len(CLASSES)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"x_train": x[:cut], "y_train": y[:cut], "x_val": x[cut:], "y_val": y[cut:]}
+    if n_unlabeled_per_class > 0:
+        arrays["x_unlabeled"] = render_glyphs(n_unlabeled_per_class, seed + UNLABELED_SEED_OFFSET, size)[0]
     with open(path, "wb") as handle:  # a handle, so numpy never appends ".npz" to the name
-        np.savez_compressed(handle, x_train=x[:cut], y_train=y[:cut], x_val=x[cut:], y_val=y[cut:])
+        np.savez_compressed(handle, **arrays)
     return path

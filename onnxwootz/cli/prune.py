@@ -15,8 +15,9 @@ from onnxwootz.cli import JSON_OPTION, RichProgress, app, console, execute
 def prune(
     model: Path = typer.Argument(..., help="Trained teacher (ONNX) with 'onnxwootz.preprocess' metadata."),
     data: Optional[str] = typer.Option(None, "--data", help="digits | DIR (train/<class>/..., val/<class>/...) | "
-                                       "FILE.npz (x_train, y_train, x_val, y_val). Default: the dataset the model's "
-                                       "metadata names."),
+                                       "FILE.npz (x_train, y_train, x_val, y_val; optional x_unlabeled, or an "
+                                       "unlabeled/ folder: images for block pre-training and distillation, which "
+                                       "need no labels). Default: the dataset the model's metadata names."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="TOML spec; flags below override it."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Resumable run directory (default runs/<model>)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the answer (default in the run dir)."),
@@ -28,8 +29,14 @@ def prune(
                                              help="'accuracy >= teacher - 0.01' or 'accuracy >= 0.95'."),
     blocks: Optional[str] = typer.Option(None, "--blocks", help="sequitur | per-unit."),
     pretrain: Optional[str] = typer.Option(None, "--pretrain", help="lazy (blocks trained when first needed) | eager."),
+    pretrain_init: Optional[str] = typer.Option(None, "--pretrain-init",
+                                                help="lsq (least-squares refit of the convs that lost inputs, "
+                                                     "then training) | l1 (the paper: L1-pruned weights)."),
     pretrain_steps: Optional[int] = typer.Option(None, "--pretrain-steps"),
     finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps"),
+    finetune_loss: Optional[str] = typer.Option(None, "--finetune-loss",
+                                                help="ce (labels, the paper) | kd (distill the teacher's outputs on "
+                                                     "every image, labelled or not; both modes)."),
     batch: Optional[int] = typer.Option(None, "--batch"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
     seed: Optional[int] = typer.Option(None, "--seed"),
@@ -82,6 +89,7 @@ def prune(
                         executor=chosen_executor(),
                         progress=RichProgress(not json_output), candidates=candidates, configs=configs, rates=rate_list,
                         objective=objective, constraint=constraint, blocks=blocks, pretrain=pretrain,
-                        pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, batch=batch, device=device,
+                        pretrain_init=pretrain_init, pretrain_steps=pretrain_steps,
+                        finetune_steps=finetune_steps, finetune_loss=finetune_loss, batch=batch, device=device,
                         seed=seed, baseline=baseline or None, round_to=round_to, fold_bn=fold_bn or None,
                         opset=opset), json_output, render)

@@ -1,0 +1,39 @@
+"""The pruning spec: defaults validate, TOML and overrides layer in order, and every bad value
+is one BadSpecError line that names the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onnxwootz.errors import BadSpecError
+from onnxwootz.spec import CHOICES, Spec, load_spec
+
+
+def test_defaults_validate_and_overrides_win_over_the_file(tmp_path: Path) -> None:
+    assert load_spec() == Spec().validate()
+    path = tmp_path / "spec.toml"
+    path.write_text('[prune]\nfinetune_loss = "kd"\npretrain_steps = 50\n')
+    spec = load_spec(path, pretrain_steps=70, finetune_loss=None)
+    assert spec.finetune_loss == "kd" and spec.pretrain_steps == 70
+
+
+@pytest.mark.parametrize("field", sorted(CHOICES))
+def test_a_word_outside_the_choices_is_refused(field: str) -> None:
+    with pytest.raises(BadSpecError, match=rf"^{field} must be '.*', got 'nonsense'$"):
+        load_spec(**{field: "nonsense"})
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"rates": [0.5, 1.0]}, "rates must be numbers in"),
+    ({"candidates": 0}, "candidates must be >= 1"),
+    ({"eval_every": 0}, "eval_every must be positive"),
+    ({"constraint": "accuracy > 3"}, "constraint must read"),
+    ({"objective": "max size"}, "objective must be"),
+    ({"bogus": 1}, "bogus"),
+])
+def test_bad_values_are_one_line_spec_errors(overrides: dict, fragment: str) -> None:
+    with pytest.raises(BadSpecError, match=fragment) as caught:
+        load_spec(**overrides)
+    assert "\n" not in str(caught.value)
