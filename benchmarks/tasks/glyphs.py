@@ -24,9 +24,13 @@ Glyphs: 45 classes (digits, uppercase letters without I and O, which no font tel
 and the lowercase letters whose shape differs from their capital: a b d e f g h n q r t, as in
 EMNIST-balanced), rendered from 21 fonts (DejaVu Sans/Serif/Mono and STIX in four weights and
 slants, five Computer Modern faces) with random rotation, shear, scale, translation, stroke
-thickness, contrast, blur and noise. The teacher learns from hundreds of images per class; the
-pruning dataset gives only a few labelled images per class for training and enough validation
-images per class that a 0.5-point accuracy difference is a real one."""
+thickness, contrast, blur and noise. The teacher learns from hundreds of images per class and,
+like the paper's ImageNet-trained ResNets, has more inner channels than the task needs (its
+modules are twice as wide inside as between them). The pruning dataset gives only a few
+labelled images per class for training, enough validation images per class that a 0.5-point
+accuracy difference is a real one, and unlabeled images (cheap in practice: a deployment sees
+plenty of unlabeled inputs), which the method's block pre-training can use and label-based
+fine-tuning cannot."""
 
 CLASSES = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZabdefghnqrt"
 """Class index = position in this string."""
