@@ -32,38 +32,31 @@ def tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.T
     return prepare_input(torch.from_numpy(np.ascontiguousarray(x)), device), torch.from_numpy(y).long().to(device)
 
 
-@torch.no_grad()
 def evaluate(view: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
     """Top-1 accuracy of a classifier view (eval mode, restored afterwards)."""
-    was_training = view.training
-    view.eval()
-    correct = 0
-    for start in range(0, len(x), batch):
-        logits = view(x[start:start + batch])
-        correct += int((logits.argmax(dim=1) == y[start:start + batch]).sum())
-    view.train(was_training)
-    return correct / max(len(x), 1)
+    if len(x) == 0:
+        return 0.0
+    return int((predict(view, x, batch).argmax(dim=1) == y).sum()) / len(x)
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     """A copy of `model` whose outputs are exactly `names` (taps for multiplexed training),
     without the nodes that none of them needs: a teacher tapped early stops computing there."""
-    needed = set(names)
-    kept = []
-    has_subgraphs = any(attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                        for node in model.graph.node for attribute in node.attribute)
-    for node in reversed(model.graph.node):
-        if has_subgraphs or any(output in needed for output in node.output):  # subgraphs read names unlisted
-            kept.append(node)
-            needed.update(node.input)
     tapped = onnx.ModelProto()
     tapped.CopyFrom(model)
-    del tapped.graph.node[:]
-    tapped.graph.node.extend(reversed(kept))
-    used = {name for node in kept for name in node.input}
-    live = [init for init in tapped.graph.initializer if init.name in used]
-    del tapped.graph.initializer[:]
-    tapped.graph.initializer.extend(live)
+    has_subgraphs = any(attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                        for node in model.graph.node for attribute in node.attribute)
+    if not has_subgraphs:  # a subgraph may read outer names that its node does not list: keep everything
+        needed, kept = set(names), []
+        for node in reversed(model.graph.node):
+            if any(output in needed for output in node.output):
+                kept.append(node)
+                needed.update(node.input)
+        del tapped.graph.node[:]
+        tapped.graph.node.extend(reversed(kept))
+        live = [init for init in model.graph.initializer if init.name in needed]
+        del tapped.graph.initializer[:]
+        tapped.graph.initializer.extend(live)
     del tapped.graph.output[:]
     for name in names:
         tapped.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
