@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.tasks.glyphs import CLASSES, DATASET_NAME, make_pruning_dataset, render_glyphs
-from models.teacher import ResidualModule, accuracy, fit
+from models.teacher import SmallResNet, accuracy, fit
 from onnxwootz.data import Dataset, batches, load_dataset
 from onnxwootz.modelio import load_model, save_model
 from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, Preprocess, set_metadata
@@ -53,22 +53,11 @@ MIN_ACCURACY = 0.9
 RATES = (0.5, 0.7)
 
 
-class GlyphsResNet(nn.Module):
+class GlyphsResNet(SmallResNet):
     """Stem conv-BN-ReLU, residual modules (conv-BN-ReLU-conv-BN + skip), global pool, linear."""
 
     def __init__(self, stem: int = STEM, modules: tuple[tuple[int, int], ...] = MODULES, num_classes: int = NUM_CLASSES) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU())
-        body, previous = [], stem
-        for width, stride in modules:
-            body.append(ResidualModule(previous, width, stride, EXPANSION))
-            previous = width
-        self.body = nn.Sequential(*body)
-        self.fc = nn.Linear(previous, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.body(self.stem(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        super().__init__(stem, modules, num_classes, EXPANSION)
 
 
 def train_teacher(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch_size: int = 64) -> GlyphsResNet:

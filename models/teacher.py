@@ -52,22 +52,34 @@ class ResidualModule(nn.Module):
         return F.relu(y + self.project(x))
 
 
-class DigitsResNet(nn.Module):
-    """Stem conv, four residual modules (stride 2 where the width grows), global pool, linear."""
+class SmallResNet(nn.Module):
+    """Stem conv-BN-ReLU, residual modules given as (width, stride), global pool, linear: the
+    shape of both bundled teachers."""
 
-    def __init__(self, widths: tuple[int, ...] = WIDTHS, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(self, stem: int, modules: tuple[tuple[int, int], ...], num_classes: int, expansion: int = 1) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
-        modules, previous = [], widths[0]
-        for width in widths:
-            modules.append(ResidualModule(previous, width, stride=2 if width != previous else 1))
+        self.stem = nn.Sequential(nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU())
+        body, previous = [], stem
+        for width, stride in modules:
+            body.append(ResidualModule(previous, width, stride, expansion))
             previous = width
-        self.body = nn.Sequential(*modules)
+        self.body = nn.Sequential(*body)
         self.fc = nn.Linear(previous, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.body(self.stem(x))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class DigitsResNet(SmallResNet):
+    """Stem conv, four residual modules (stride 2 where the width grows), global pool, linear."""
+
+    def __init__(self, widths: tuple[int, ...] = WIDTHS, num_classes: int = NUM_CLASSES) -> None:
+        previous, modules = widths[0], []
+        for width in widths:
+            modules.append((width, 2 if width != previous else 1))
+            previous = width
+        super().__init__(widths[0], tuple(modules), num_classes)
 
 
 def _shift(x: torch.Tensor, generator: torch.Generator, pixels: int = 1) -> torch.Tensor:
