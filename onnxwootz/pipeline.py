@@ -132,6 +132,7 @@ class Explorer:
         self.rundir = RunDir(run_dir or default_run_dir(model, spec.baseline), identity, fresh)
         self.units = self.prepared.units(spec.granularity).units
         self.unit_names = [unit.name for unit in self.units]
+        self.teacher_taps = None  # built by the first pre-training pass, reused by the later ones
         if not self.units:
             raise BadSpecError(f"{model} has no prunable units (every channel group is kept; see `onnxwootz analyze`)")
 
@@ -189,7 +190,7 @@ class Explorer:
         from onnxwootz.passes.block_slice import slice_span
         from onnxwootz.runtime.reconstruction import reconstruct_span
         from onnxwootz.runtime.torch_graph import TorchGraph
-        from onnxwootz.runtime.training import Student, pretrain_blocks
+        from onnxwootz.runtime.training import Student, TeacherTaps, pretrain_blocks
 
         todo = [b for b in indices if self.rundir.find("block", file=self._block_file(b)) is None]
         if not todo:
@@ -217,9 +218,11 @@ class Explorer:
             view = TorchGraph(span)
             students.append(Student(self._block_file(b), view, entry, exit_, keep))
             pruned_of[self._block_file(b)] = pruned
-        losses = pretrain_blocks(self.prepared.model, students, self.x_inputs, self.spec.pretrain_steps,
-                                 self.spec.batch, self.spec.pretrain_lr, self.spec.pretrain_weight_decay, seed,
-                                 self.device, self.progress)
+        if self.teacher_taps is None:
+            boundaries = [name for unit in self.units for name in (unit.entry, unit.exit)]
+            self.teacher_taps = TeacherTaps(self.prepared.model, boundaries, self.x_inputs, self.device)
+        losses = pretrain_blocks(self.teacher_taps, students, self.spec.pretrain_steps, self.spec.batch,
+                                 self.spec.pretrain_lr, self.spec.pretrain_weight_decay, seed, self.device, self.progress)
         seconds = (time.perf_counter() - started) / len(students)
         for student, b in zip(students, todo):
             trained = {init.name: onnx.numpy_helper.to_array(init) for init in student.view.to_onnx().graph.initializer

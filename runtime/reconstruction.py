@@ -22,6 +22,10 @@ from onnxwootz.passes.graph_index import replace_initializer
 from onnxwootz.runtime.sessions import cpu_session
 from onnxwootz.runtime.training import with_outputs
 
+ROWS_PER_UNKNOWN = 200
+"""A refit stops reading images once its least-squares problem has this many rows (image x
+output position) per weight it solves for: a high-resolution conv is well posed after a few
+dozen images, a low-resolution one uses them all."""
 RIDGE = 1e-3
 """Ridge strength relative to the mean diagonal of the normal matrix: enough to keep a
 rank-deficient fit (dead ReLU channels) well posed, small enough not to bias it."""
@@ -47,18 +51,31 @@ def refittable_convs(span: onnx.ModelProto, canonical_slices: dict[str, list[dic
 
 
 def _columns(x: torch.Tensor, node: onnx.NodeProto, kernel: Sequence[int]) -> torch.Tensor:
-    """im2col of a conv's input: one row per output position, one column per weight element."""
+    """im2col of a conv's input: (images, weight elements, output positions)."""
     attributes = _attributes(node)
     pads = attributes.get("pads", [0, 0, 0, 0])
     if attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         raise ValueError("auto_pad convs are not refitted")
     x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-    columns = F.unfold(x, list(kernel), dilation=attributes.get("dilations", [1, 1]), stride=attributes.get("strides", [1, 1]))
-    return columns.transpose(1, 2).reshape(-1, columns.shape[1])
+    return F.unfold(x, list(kernel), dilation=attributes.get("dilations", [1, 1]), stride=attributes.get("strides", [1, 1]))
+
+
+def _normal_equations(columns: torch.Tensor, response: torch.Tensor, bias: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's X^T X and X^T Y, X one row per (image, output position) with a constant
+    column appended for a bias. Products in float32 (a batch is small), returned in float64
+    for the sums over batches."""
+    gram = torch.bmm(columns, columns.transpose(1, 2)).sum(0).double()
+    rhs = torch.bmm(columns, response.transpose(1, 2)).sum(0).double()
+    if bias:
+        sums = columns.sum((0, 2)).double()
+        count = torch.tensor([[float(columns.shape[0] * columns.shape[2])]], dtype=torch.float64)
+        gram = torch.cat([torch.cat([gram, sums[:, None]], 1), torch.cat([sums[None], count], 1)])
+        rhs = torch.cat([rhs, response.sum((0, 2)).double()[None]])
+    return gram, rhs
 
 
 def reconstruct_span(teacher: onnx.ModelProto, span: onnx.ModelProto, entry: str,
-                     canonical_slices: dict[str, list[dict]], images: np.ndarray, batch: int = 256,
+                     canonical_slices: dict[str, list[dict]], images: np.ndarray, batch: int = 32,
                      threads: int = 1) -> int:
     """Refit, in place and in graph order, every conv of the pruned `span` (a block reading
     teacher tensor `entry`) that lost input channels: its output on the span's own activations
@@ -81,17 +98,19 @@ def reconstruct_span(teacher: onnx.ModelProto, span: onnx.ModelProto, entry: str
         keep_out = next((np.asarray(e["keep"]) for e in canonical_slices.get(weight_name, []) if e["axis"] == 0), None)
         student = cpu_session(with_outputs(span, [node.input[0]]), threads)
         gram = rhs = None
+        rows = 0
         for start in range(0, len(images), batch):
             outputs = targets.run(None, {feed: images[start:start + batch]})
             entry_value = images[start:start + batch] if entry_is_input else outputs.pop(0)
             target = outputs[position] if keep_out is None else outputs[position][:, keep_out]
             (inputs,) = student.run(None, {span_input: entry_value})
-            design = _columns(torch.from_numpy(inputs).double(), node, weight.shape[2:])
-            if bias_name:
-                design = torch.cat([design, torch.ones(len(design), 1, dtype=design.dtype)], 1)
-            response = torch.from_numpy(target).double().flatten(2).transpose(1, 2).reshape(-1, target.shape[1])
-            gram = design.T @ design if gram is None else gram + design.T @ design
-            rhs = design.T @ response if rhs is None else rhs + design.T @ response
+            columns = _columns(torch.from_numpy(inputs), node, weight.shape[2:])
+            batch_gram, batch_rhs = _normal_equations(columns, torch.from_numpy(target).flatten(2), bias_name is not None)
+            gram = batch_gram if gram is None else gram + batch_gram
+            rhs = batch_rhs if rhs is None else rhs + batch_rhs
+            rows += columns.shape[0] * columns.shape[2]
+            if rows >= ROWS_PER_UNKNOWN * len(gram):
+                break
         ridge = RIDGE * float(gram.diagonal().mean()) + 1e-12
         solution = torch.linalg.solve(gram + ridge * torch.eye(len(gram), dtype=gram.dtype), rhs)
         if bias_name:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxwootz.progress import NULL_PROGRESS, Progress
-from onnxwootz.runtime.devices import autocast_context, prepare_input, prepare_module
+from onnxwootz.runtime.devices import as_layout, autocast_context, prepare_input, prepare_module
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
 
 WARMUP_FRACTION = 10
@@ -26,6 +26,9 @@ WARMUP_FRACTION = 10
 KD_TEMPERATURE = 4.0
 CALIBRATION_BATCHES = 4
 """How many batches of the training images fix each teacher tensor's variance."""
+TAP_CACHE_BYTES = 1 << 30
+"""Teacher tensors for the whole image pool are held in memory up to this size (glyphs: 0.4 GB)."""
+CACHE_BATCH = 256
 
 
 def tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,27 +91,69 @@ def _as_tuple(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.T
     return outputs if isinstance(outputs, tuple) else (outputs,)
 
 
-@torch.no_grad()
-def _tap_variances(teacher_view: torch.nn.Module, x: torch.Tensor, batch: int, device: torch.device,
-                   autocast: bool) -> list[float]:
-    """Each tapped teacher tensor's variance over a fixed calibration set (the first
-    CALIBRATION_BATCHES batches of `x`), accumulated batch by batch to bound memory."""
-    totals: list[list[float]] = []
-    for start in range(0, min(len(x), CALIBRATION_BATCHES * batch), batch):
-        with autocast_context(device, autocast):
-            outputs = _as_tuple(teacher_view(x[start:start + batch]))
-        if not totals:
-            totals = [[0.0, 0.0, 0.0] for _ in outputs]
-        for total, output in zip(totals, outputs):
-            values = output.double()
-            total[0] += float(values.sum())
-            total[1] += float(values.square().sum())
-            total[2] += values.numel()
-    variances = []
-    for total_sum, total_square, count in totals:
-        mean = total_sum / count
-        variances.append(max(total_square / count - mean * mean, 1e-12))
-    return variances
+class TeacherTaps:
+    """The teacher's tensors at named taps (block boundaries) for rows of the image pool `x`.
+
+    When they fit in `budget` bytes for the whole pool, they are computed once (batches of
+    CACHE_BATCH, no gradients) and held on the device: a pre-training step then runs no teacher
+    at all (on the bundled glyphs teacher that is a third of a multiplexed step), and every
+    later lazy pass reuses them. Otherwise each batch runs the teacher, tapped at just the names
+    asked for. Both run the same torch view, so they give the same values; which of the two is
+    fixed at construction, from every name that may be asked for, so a result never depends on
+    how blocks are grouped into passes."""
+
+    def __init__(self, teacher: onnx.ModelProto, names: Sequence[str], x: torch.Tensor, device: torch.device,
+                 autocast: bool = True, budget: int = TAP_CACHE_BYTES) -> None:
+        self.teacher, self.x, self.device, self.autocast = teacher, x, device, autocast
+        self.feed = teacher.graph.input[0].name
+        self._views: dict[tuple[str, ...], torch.nn.Module] = {}
+        self._variances: dict[str, float] = {}
+        self.cache: dict[str, torch.Tensor] | None = None
+        computed = sorted(set(names) - {self.feed})
+        per_image = sum(value.element_size() * value[0].numel() for value in self._run(computed, x[:1]))
+        if per_image * len(x) <= budget:
+            batches = [self._run(computed, x[start:start + CACHE_BATCH]) for start in range(0, len(x), CACHE_BATCH)]
+            self.cache = {name: torch.cat([batch[i] for batch in batches]) for i, name in enumerate(computed)}
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @torch.no_grad()
+    def _run(self, names: Sequence[str], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The teacher on `x`, tapped at `names` (one view per distinct set of names)."""
+        if not names:
+            return ()
+        key = tuple(names)
+        if key not in self._views:
+            view = prepare_module(TorchGraph(with_outputs(self.teacher, names)), self.device).eval()
+            for parameter in view.parameters():
+                parameter.requires_grad_(False)
+            self._views[key] = view
+        with autocast_context(self.device, self.autocast):
+            return _as_tuple(self._views[key](as_layout(x)))
+
+    def rows(self, index: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The tensors at `names` (float32) for the pool rows `index`."""
+        values = {self.feed: as_layout(self.x[index])} if self.feed in names else {}
+        wanted = sorted(set(names) - {self.feed})
+        if self.cache is not None:
+            return values | {name: as_layout(self.cache[name].index_select(0, index).float()) for name in wanted}
+        return values | {name: output.float() for name, output in zip(wanted, self._run(wanted, self.x[index]))}
+
+    def variance(self, name: str, batch: int) -> float:
+        """The tensor's variance over a fixed calibration set (the first CALIBRATION_BATCHES
+        batches of the pool), accumulated batch by batch to bound memory."""
+        if name not in self._variances:
+            total = total_square = count = 0.0
+            for start in range(0, min(len(self.x), CALIBRATION_BATCHES * batch), batch):
+                index = torch.arange(start, min(start + batch, len(self.x)), device=self.x.device)
+                values = self.rows(index, [name])[name].double()
+                total += float(values.sum())
+                total_square += float(values.square().sum())
+                count += values.numel()
+            mean = total / count
+            self._variances[name] = max(total_square / count - mean * mean, 1e-12)
+        return self._variances[name]
 
 
 def _cosine(optimizer: torch.optim.Optimizer, lr: float, step: int, steps: int, warmup: int = 0) -> None:
@@ -120,21 +165,17 @@ def _cosine(optimizer: torch.optim.Optimizer, lr: float, step: int, steps: int, 
         group["lr"] = lr * scale * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
 
 
-def pretrain_blocks(teacher: onnx.ModelProto, students: list[Student], x: torch.Tensor, steps: int, batch: int,
-                    lr: float, weight_decay: float, seed: int, device: torch.device,
-                    progress: Progress = NULL_PROGRESS, autocast: bool = True) -> dict[str, float]:
-    """Train all students together: per batch one teacher forward pass (all block boundaries
-    as outputs), then each student's MSE to its teacher counterpart, divided by that teacher
-    tensor's variance. Adam, cosine-decayed `lr`. The students share nothing but the batches,
-    so each ends exactly as it would training alone with the same seed. Returns each student's
-    mean relative loss over the last 10% of steps (0: perfect imitation, 1: no better than
-    the target's mean)."""
-    taps = sorted({s.entry for s in students} | {s.exit for s in students})
-    teacher_view = prepare_module(TorchGraph(with_outputs(teacher, taps)), device).eval()
-    for parameter in teacher_view.parameters():
-        parameter.requires_grad_(False)
-    position = {name: i for i, name in enumerate(taps)}
-    variance = _tap_variances(teacher_view, x, batch, device, autocast)
+def pretrain_blocks(taps: TeacherTaps, students: list[Student], steps: int, batch: int, lr: float,
+                    weight_decay: float, seed: int, device: torch.device, progress: Progress = NULL_PROGRESS,
+                    autocast: bool = True) -> dict[str, float]:
+    """Train all students together: per batch the teacher's tensors at every block boundary
+    (one teacher pass, or none when `taps` holds them), then each student's MSE to its teacher
+    counterpart, divided by that teacher tensor's variance. Adam, warmed-up then cosine-decayed
+    `lr`. The students share nothing but the batches, so each ends exactly as it would training
+    alone with the same seed. Returns each student's mean relative loss over the last 10% of
+    steps (0: perfect imitation, 1: no better than the target's mean)."""
+    names = sorted({s.entry for s in students} | {s.exit for s in students})
+    variance = {s.exit: taps.variance(s.exit, batch) for s in students}
     keeps = {s.key: (torch.from_numpy(s.keep).to(device) if s.keep is not None else None) for s in students}
     params = []
     for student in students:
@@ -147,18 +188,17 @@ def pretrain_blocks(teacher: onnx.ModelProto, students: list[Student], x: torch.
     with progress.task(f"pre-training {len(students)} block(s)", total=steps) as task:
         for step in range(steps):
             _cosine(optimizer, lr, step, steps, warmup=steps // WARMUP_FRACTION)
-            index = torch.randint(0, len(x), (batch,), generator=generator).to(device)
-            with torch.no_grad(), autocast_context(device, autocast):
-                outputs = _as_tuple(teacher_view(x[index]))
+            index = torch.randint(0, len(taps), (batch,), generator=generator).to(taps.x.device)
+            outputs = taps.rows(index, names)
             total = torch.zeros((), device=device)
             for student in students:
-                target = outputs[position[student.exit]].float()
+                target = outputs[student.exit]
                 keep = keeps[student.key]
                 if keep is not None:
                     target = target.index_select(1, keep)
                 with autocast_context(device, autocast):
-                    prediction = student.view(outputs[position[student.entry]].float())
-                loss = F.mse_loss(prediction.float(), target) / variance[position[student.exit]]
+                    prediction = student.view(outputs[student.entry])
+                loss = F.mse_loss(prediction.float(), target) / variance[student.exit]
                 total = total + loss
                 if step >= steps - tail:
                     history[student.key].append(float(loss.detach()))
@@ -214,7 +254,7 @@ def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: t
         for step in range(1, steps + 1):
             index = torch.randint(0, len(x), (batch,), generator=generator).to(device)
             with autocast_context(device, autocast):
-                logits = view(x[index]).float()
+                logits = view(as_layout(x[index])).float()
                 loss = (F.cross_entropy(logits, y[index]) if teacher_logits is None
                         else distillation_loss(logits, teacher_logits[index]))
             optimizer.zero_grad(set_to_none=True)

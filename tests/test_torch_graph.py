@@ -17,7 +17,7 @@ from models.zoo import ZOO_NAMES, load_zoo
 from onnxwootz.errors import BadSpecError, DeviceError, UnsupportedOpError
 from onnxwootz.modelio import upgrade_opset
 from onnxwootz.runtime import TorchGraph
-from onnxwootz.runtime.devices import autocast_context, resolve_device
+from onnxwootz.runtime.devices import autocast_context, native_bf16, resolve_device
 from onnxwootz.runtime.torch_graph import named_onnx_parameters
 from onnxwootz.runtime.sessions import cpu_session
 
@@ -358,5 +358,8 @@ def test_resolve_device() -> None:
             resolve_device("cuda")
     with pytest.raises(BadSpecError):
         resolve_device("tpu")
-    with autocast_context(torch.device("cpu"), enabled=True):
+    cpu = torch.device("cpu")
+    with autocast_context(cpu, enabled=True):
+        assert torch.is_autocast_enabled("cpu") == native_bf16(cpu)
+    with autocast_context(cpu, enabled=False):
         assert not torch.is_autocast_enabled("cpu")

@@ -1,5 +1,6 @@
-"""Training loops: multiplexed block pre-training (each student learns, and learns exactly what
-it would alone), fine-tuning's early stop, and evaluation."""
+"""Training loops: the teacher's tensors at block boundaries (held or recomputed, the same
+values), multiplexed block pre-training (each student learns, and learns exactly what it would
+alone), fine-tuning's early stop, and evaluation."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
 from onnxwootz.runtime.training import (
-    Student, distillation_loss, evaluate, finetune, predict, pretrain_blocks, tensors, with_outputs,
+    Student, TeacherTaps, distillation_loss, evaluate, finetune, predict, pretrain_blocks, tensors, with_outputs,
 )
 
 OPSET = [helper.make_opsetid("", 17)]
@@ -40,7 +41,7 @@ def _teacher() -> onnx.ModelProto:
               helper.make_node("Gemm", ["f", "fc.w"], ["logits"])]
     graph = helper.make_graph(nodes, "teacher", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 6, 6])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])], inits + [fc])
-    return helper.make_model(graph, opset_imports=OPSET)
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
 
 
 def _student(seed: int, entry: str, exit_: str) -> Student:
@@ -72,11 +73,31 @@ def images() -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(1).standard_normal((64, 2, 6, 6)).astype(np.float32))
 
 
+def _taps(teacher: onnx.ModelProto, images: torch.Tensor, **options) -> TeacherTaps:
+    return TeacherTaps(teacher, ["x", "a", "b", "c"], images, torch.device("cpu"), **options)
+
+
+def test_teacher_taps_are_held_when_they_fit_and_recomputed_otherwise(images: torch.Tensor) -> None:
+    teacher = _teacher()
+    held, streamed = _taps(teacher, images, autocast=False), _taps(teacher, images, autocast=False, budget=0)
+    assert held.cache is not None and set(held.cache) == {"a", "b", "c"}
+    assert streamed.cache is None
+    index = torch.tensor([5, 0, 63, 5])
+    rows, recomputed = held.rows(index, ["x", "b", "c"]), streamed.rows(index, ["x", "b", "c"])
+    assert set(rows) == set(recomputed) == {"x", "b", "c"}
+    torch.testing.assert_close(rows["x"], images[index])
+    reference = TorchGraph(with_outputs(teacher, ["b", "c"])).eval()(images[index])
+    for name, expected in zip(["b", "c"], reference):
+        torch.testing.assert_close(rows[name], expected.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(recomputed[name], expected.detach(), rtol=1e-5, atol=1e-5)
+        assert held.variance(name, 16) == pytest.approx(streamed.variance(name, 16), rel=1e-5)
+
+
 def test_multiplexed_pretraining_lowers_every_students_loss(images: torch.Tensor) -> None:
     teacher = _teacher()
     students = [_student(10, "a", "b"), _student(11, "b", "c"), _student(12, "a", "c")]
     before = [_relative_loss(teacher, s, images) for s in students]
-    losses = pretrain_blocks(teacher, students, images, **TRAIN)
+    losses = pretrain_blocks(_taps(teacher, images), students, **TRAIN)
     after = [_relative_loss(teacher, s, images) for s in students]
     assert set(losses) == {s.key for s in students}
     for student, old, new in zip(students, before, after):
@@ -88,9 +109,10 @@ def test_multiplexed_equals_each_student_alone(images: torch.Tensor) -> None:
     teacher = _teacher()
     together = [_student(10, "a", "b"), _student(11, "b", "c")]
     alone = copy.deepcopy(together)
-    joint_losses = pretrain_blocks(teacher, together, images, **TRAIN)
+    taps = _taps(teacher, images)
+    joint_losses = pretrain_blocks(taps, together, **TRAIN)
     for joint, single in zip(together, alone):
-        single_loss = pretrain_blocks(teacher, [single], images, **TRAIN)[single.key]
+        single_loss = pretrain_blocks(taps, [single], **TRAIN)[single.key]
         assert single_loss == pytest.approx(joint_losses[joint.key], rel=1e-5)
         for name, value in _weights(single).items():
             torch.testing.assert_close(value, _weights(joint)[name], rtol=1e-5, atol=1e-6)
