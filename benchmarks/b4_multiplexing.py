@@ -10,7 +10,8 @@ sliced out as its own graph). The two modes alternate (A, B) after a warm-up pai
 is the median of the per-pair ratios sequential/multiplexed. Because the students share only
 the batches, every block must end with the same loss in both modes. Target: >= 2x.
 
-Run: `python -m benchmarks.b4_multiplexing [--pairs 3] [--steps 100] [--threads 1]`."""
+Run: `python -m benchmarks.b4_multiplexing [--pairs 3] [--steps 100] [--threads 1] [--float32]` (writes
+bench-results/b4.json, or b4-float32.json)."""
 
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ from onnxwootz.passes.block_slice import slice_span
 from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.preprocess import Preprocess
 from onnxwootz.pruning import prune_prepared
+from onnxwootz.runtime.devices import native_bf16
 from onnxwootz.runtime.torch_graph import TorchGraph
 from onnxwootz.runtime.training import TAP_CACHE_BYTES, Student, TeacherTaps, pretrain_blocks, tensors
 
 TEACHER = Path("models/digits_resnet.onnx")
 RATES = (0.3, 0.5, 0.7)
 BATCH, LR, WEIGHT_DECAY, SEED = 32, 3e-3, 1e-4, 0
-RESULT = Path("bench-results") / "b4.json"
+RESULTS = Path("bench-results")
 
 
 def students(prepared: PreparedModel) -> list[Student]:
@@ -50,15 +52,21 @@ def students(prepared: PreparedModel) -> list[Student]:
     return built
 
 
+CPU = torch.device("cpu")
+AUTOCAST = True
+"""bf16 autocast where the CPU computes bf16 natively (as `prune` trains); `--float32` turns it off."""
+
+
 def _taps(prepared: PreparedModel, x: torch.Tensor, held: bool) -> TeacherTaps:
     names = [name for unit in prepared.units("module").units for name in (unit.entry, unit.exit)]
-    return TeacherTaps(prepared.model, names, x, torch.device("cpu"), budget=TAP_CACHE_BYTES if held else 0)
+    return TeacherTaps(prepared.model, names, x, CPU, autocast=AUTOCAST, budget=TAP_CACHE_BYTES if held else 0)
 
 
 def multiplexed(prepared: PreparedModel, x: torch.Tensor, steps: int, held: bool = False) -> tuple[float, dict[str, float]]:
     group = students(prepared)
     started = time.perf_counter()
-    losses = pretrain_blocks(_taps(prepared, x, held), group, steps, BATCH, LR, WEIGHT_DECAY, SEED, torch.device("cpu"))
+    losses = pretrain_blocks(_taps(prepared, x, held), group, steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU,
+                             autocast=AUTOCAST)
     return time.perf_counter() - started, losses
 
 
@@ -68,7 +76,7 @@ def sequential(prepared: PreparedModel, x: torch.Tensor, steps: int) -> tuple[fl
     taps = _taps(prepared, x, held=False)
     losses: dict[str, float] = {}
     for student in group:
-        losses.update(pretrain_blocks(taps, [student], steps, BATCH, LR, WEIGHT_DECAY, SEED, torch.device("cpu")))
+        losses.update(pretrain_blocks(taps, [student], steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU, autocast=AUTOCAST))
     return time.perf_counter() - started, losses
 
 
@@ -77,7 +85,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--float32", action="store_true", help="no bf16 autocast, even where the CPU has it")
     options = parser.parse_args()
+    global AUTOCAST
+    AUTOCAST = not options.float32 and native_bf16(CPU)
     torch.set_num_threads(options.threads)
     prepared = prepare(TEACHER)
     dataset = load_dataset("digits", Preprocess.from_model(prepared.model), 10, SEED)
@@ -96,7 +107,7 @@ def main() -> None:
     ratio = statistics.median(p["ratio"] for p in pairs)
 
     print(f"B4: {len(a_losses)} blocks of {TEACHER.name}, {options.steps} steps, batch {BATCH}, "
-          f"{options.threads} thread(s), {options.pairs} pairs")
+          f"{options.threads} thread(s), {options.pairs} pairs, {'bf16 autocast' if AUTOCAST else 'float32'}")
     print("| block | loss multiplexed | loss sequential |")
     print("|---|---|---|")
     for key in a_losses:
@@ -106,15 +117,16 @@ def main() -> None:
     held = statistics.median(p["multiplexed_held_s"] for p in pairs)
     print(f"multiplexed, teacher recomputed per batch: {statistics.median(p['multiplexed_s'] for p in pairs):.2f} s; "
           f"teacher tensors held (computing them included): {held:.2f} s")
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps({
+    result = RESULTS / ("b4-float32.json" if options.float32 else "b4.json")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result.write_text(json.dumps({
         "benchmark": "B4", "teacher": str(TEACHER), "blocks": len(a_losses), "steps": options.steps, "batch": BATCH,
-        "lr": LR, "seed": SEED, "threads": options.threads, "device": "cpu",
+        "lr": LR, "seed": SEED, "threads": options.threads, "device": "cpu", "bf16_autocast": AUTOCAST,
         "machine": {"python": platform.python_version(), "cpu": platform.processor(), "torch": torch.__version__},
         "pairs": pairs, "ratio_sequential_over_multiplexed": ratio, "target": 2.0,
         "losses": {key: {"multiplexed": a_losses[key], "sequential": b_losses[key]} for key in a_losses},
         "max_relative_loss_gap": gap}, indent=2) + "\n")
-    print(f"wrote {RESULT}")
+    print(f"wrote {result}")
 
 
 if __name__ == "__main__":
