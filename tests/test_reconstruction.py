@@ -14,7 +14,7 @@ from onnxwootz.passes.block_slice import slice_span
 from onnxwootz.preprocess import Preprocess
 from onnxwootz.prepared import prepare
 from onnxwootz.pruning import prune_prepared
-from onnxwootz.runtime.reconstruction import reconstruct_span, refittable_convs
+from onnxwootz.runtime.reconstruction import ROWS_PER_UNKNOWN, reconstruct_span, refittable_convs
 from onnxwootz.runtime.sessions import cpu_session
 
 TEACHER = Path(__file__).resolve().parents[1] / "models" / "digits_resnet.onnx"
@@ -76,3 +76,27 @@ def test_refit_blocks_of_the_bundled_teacher_imitate_it_better_on_held_out_image
         assert reconstruct_span(prepared.model, student, unit.entry, pruned.canonical_slices, data.x_train[:512]) >= 1
         after = _relative_error(student, unit.entry, entry, target)
         assert after < 0.7 * before, (unit.name, before, after)
+
+
+def test_a_refit_stops_reading_images_once_it_is_well_posed() -> None:
+    """c2 solves for 3 x 3 x 3 weights + 1 bias per output = 28 unknowns, 36 output positions
+    per image: ROWS_PER_UNKNOWN rows each are reached within the first batches, and the images
+    after them change nothing."""
+    rng = np.random.default_rng(1)
+    first = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    second = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    teacher = _two_convs(first, second, bias)
+    slices = {"c1.w": [{"axis": 0, "keep": [0, 1, 2]}], "c2.w": [{"axis": 1, "keep": [0, 1, 2]}]}
+    x = rng.standard_normal((1024, 2, 6, 6)).astype(np.float32)
+    needed = -(-ROWS_PER_UNKNOWN * 28 // 36)
+    enough = -(-needed // 16) * 16
+
+    def refit(images: np.ndarray) -> np.ndarray:
+        student = _two_convs(first[:3], np.ascontiguousarray(second[:, :3]), bias)
+        reconstruct_span(teacher, student, "x", slices, images, batch=16)
+        return numpy_helper.to_array(next(i for i in student.graph.initializer if i.name == "c2.w"))
+
+    assert enough < len(x)
+    np.testing.assert_array_equal(refit(x), refit(x[:enough]))
+    assert not np.array_equal(refit(x), refit(x[:enough - 16]))
