@@ -1,5 +1,7 @@
-"""Training loops on torch views of ONNX graphs: evaluation, multiplexed block pre-training
-(one teacher pass per batch feeds every student) and fine-tuning with early stopping.
+"""Training loops on torch views of ONNX graphs: evaluation, the teacher's tensors at block
+boundaries (held for the whole image pool when they fit, else one teacher pass per batch),
+multiplexed block pre-training (every student reads the same batch of them) and fine-tuning
+with early stopping.
 
 Defaults were chosen by measurement (see benchmarks/b3_exploration.py and the Spec): students
 train with Adam under a cosine-decayed learning rate on their MSE divided by the teacher
@@ -27,8 +29,10 @@ KD_TEMPERATURE = 4.0
 CALIBRATION_BATCHES = 4
 """How many batches of the training images fix each teacher tensor's variance."""
 TAP_CACHE_BYTES = 1 << 30
-"""Teacher tensors for the whole image pool are held in memory up to this size (glyphs: 0.4 GB)."""
+"""Teacher tensors for the whole image pool are held in memory up to this size (glyphs: 0.2 GB
+in bf16, 0.4 GB in float32)."""
 CACHE_BATCH = 256
+"""Images per teacher pass when computing the held tensors."""
 
 
 def tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
