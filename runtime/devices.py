@@ -49,8 +49,10 @@ def prepare_module(module: nn.Module, device: torch.device, channels_last: bool 
     """Move a module to the device, in channels_last layout (NHWC convs are faster on CUDA and
     in oneDNN on the CPU: a quarter off a float32 training step, a third off evaluation)."""
     module = module.to(device)
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    if channels_last:  # 4-D tensors only: `Module.to(memory_format=...)` fails on a 3-D conv's 5-D weight
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     return module
 
 

@@ -17,7 +17,7 @@ from models.zoo import ZOO_NAMES, load_zoo
 from onnxwootz.errors import BadSpecError, DeviceError, UnsupportedOpError
 from onnxwootz.modelio import upgrade_opset
 from onnxwootz.runtime import TorchGraph
-from onnxwootz.runtime.devices import autocast_context, native_bf16, resolve_device
+from onnxwootz.runtime.devices import autocast_context, native_bf16, prepare_module, resolve_device
 from onnxwootz.runtime.torch_graph import named_onnx_parameters
 from onnxwootz.runtime.sessions import cpu_session
 
@@ -363,3 +363,16 @@ def test_resolve_device() -> None:
         assert torch.is_autocast_enabled("cpu") == native_bf16(cpu)
     with autocast_context(cpu, enabled=False):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_prepare_module_lays_4d_tensors_out_channels_last_and_leaves_others() -> None:
+    torch.manual_seed(0)
+    module = torch.nn.ModuleDict({"conv2d": torch.nn.Conv2d(3, 4, 3), "conv3d": torch.nn.Conv3d(2, 3, 3)})
+    x2, x3 = torch.randn(2, 3, 8, 8), torch.randn(1, 2, 5, 5, 5)
+    with torch.no_grad():
+        before = module["conv2d"](x2), module["conv3d"](x3)
+        prepare_module(module, torch.device("cpu"))
+        assert module["conv2d"].weight.is_contiguous(memory_format=torch.channels_last)
+        assert module["conv3d"].weight.dim() == 5 and module["conv3d"].weight.is_contiguous()
+        torch.testing.assert_close(module["conv2d"](x2), before[0])
+        torch.testing.assert_close(module["conv3d"](x3), before[1])
