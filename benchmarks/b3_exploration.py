@@ -15,7 +15,8 @@ an answer at least as small, never slower than the baseline.
 
 `--quick` uses 16 candidates and alphas {1, 2} points (a smoke run, not the B3 figure).
 The glyphs teacher and dataset are built by `models.glyphs_teacher` when missing.
-Writes bench-results/b3.json and bench-results/b3.md."""
+Writes bench-results/b3.json and b3.md (b3-kd*, b3-ft900* for the variants, with -TASK when one
+task was run)."""
 
 from __future__ import annotations
 
@@ -121,8 +122,10 @@ def main() -> None:
     table = markdown(rows)
     print("\n" + table)
     RESULTS.mkdir(exist_ok=True)
+    tasks = [row["task"] for row in rows]
     stem = "b3" + ("" if options.finetune_loss == "ce" else f"-{options.finetune_loss}") + (
-        f"-ft{options.finetune_steps}" if options.finetune_steps else "")
+        f"-ft{options.finetune_steps}" if options.finetune_steps else "") + (
+        f"-{tasks[0]}" if len(set(tasks)) == 1 and options.tasks != "digits,glyphs" else "")
     (RESULTS / f"{stem}.md").write_text(f"# B3: method vs baseline exploration ({candidates} candidates, seed {SEED}, "
                                         f"fine-tuning loss {options.finetune_loss}, budget "
                                         f"{options.finetune_steps or 'default'}, CPU)\n\nM = method, B = baseline."
