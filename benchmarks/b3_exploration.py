@@ -17,8 +17,8 @@ an answer at least as small, never slower than the baseline.
 
 `--quick` uses 16 candidates and alphas {1, 2} points (a smoke run, not the B3 figure).
 The glyphs teacher and dataset are built by `models.glyphs_teacher` when missing.
-Writes bench-results/b3.json and b3.md (b3-kd*, b3-ft300* for the variants, with -TASK when one
-task was run)."""
+Writes bench-results/b3.json, b3.md and b3.png (b3-kd*, b3-ft300* for the variants, with -TASK
+when one task was run); `--replot bench-results/b3.json` redraws the plot of a finished run."""
 
 from __future__ import annotations
 
@@ -97,6 +97,42 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """One column per task: wall time (log scale) and answer size against alpha, method vs
+    baseline, each time point labelled with the ratio."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    tasks = list(dict.fromkeys(row["task"] for row in rows))
+    figure = Figure(figsize=(4.5 * len(tasks), 6.5), layout="constrained")
+    axes = figure.subplots(2, len(tasks), squeeze=False)
+    for column, task in enumerate(tasks):
+        cells = [row for row in rows if row["task"] == task]
+        alphas = [row["alpha"] * 100 for row in cells]
+        time_axis, size_axis = axes[0][column], axes[1][column]
+        for mode, style in (("method", "o-"), ("baseline", "s--")):
+            time_axis.plot(alphas, [row[mode]["wall_seconds"] for row in cells], style, label=mode)
+            size_axis.plot(alphas, [row[mode]["params"] or row[mode]["teacher_params"] for row in cells], style,
+                           label=mode)
+        for alpha, row in zip(alphas, cells):
+            time_axis.annotate(f"{row['ratio']:.1f}x", (alpha, row["method"]["wall_seconds"]),
+                               textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+        time_axis.set_yscale("log")
+        time_axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        time_axis.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25"
+                                                          else ""))
+        time_axis.set_title(f"{task}: time to the answer")
+        time_axis.set_ylabel("wall seconds (pre-training included)")
+        size_axis.set_title(f"{task}: answer size")
+        size_axis.set_ylabel("parameters")
+        size_axis.set_xlabel("accuracy drop alpha (points)")
+        for axis in (time_axis, size_axis):
+            axis.set_xticks(alphas)
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
+    figure.savefig(path, format="png", dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="digits,glyphs")
@@ -107,7 +143,12 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=PAPER_FINETUNE_STEPS,
                         help="fine-tuning budget per candidate, both modes (default: the paper's 3x the pre-training "
                         f"steps, {PAPER_FINETUNE_STEPS}; the tool's own default is {Spec().finetune_steps})")
+    parser.add_argument("--replot", type=Path, metavar="B3.json", help="only redraw the plot of a finished run")
     options = parser.parse_args()
+    if options.replot:
+        plot(json.loads(options.replot.read_text())["rows"], options.replot.with_suffix(".png"))
+        print(f"wrote {options.replot.with_suffix('.png')}")
+        return
     alphas = QUICK_ALPHAS if options.quick else ALPHAS
     if options.alphas:
         alphas = tuple(float(a) / 100 for a in options.alphas.split(","))
@@ -140,7 +181,8 @@ def main() -> None:
         "benchmark": "B3", "candidates": candidates, "seed": SEED, "quick": options.quick, "device": "cpu",
         "finetune_loss": options.finetune_loss, "finetune_steps": options.finetune_steps,
         "machine": {"python": platform.python_version(), "cpu": platform.processor()}, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {RESULTS / (stem + '.json')} and {RESULTS / (stem + '.md')}")
+    plot(rows, RESULTS / f"{stem}.png")
+    print(f"wrote {RESULTS / (stem + '.json')}, {stem}.md and {stem}.png")
 
 
 if __name__ == "__main__":
