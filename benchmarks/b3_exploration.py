@@ -6,10 +6,10 @@ multiplexed block pre-training, candidates assembled from pre-trained blocks) an
 baseline (candidates start from L1-pruned teacher weights); same seed, same 64 candidates,
 same fine-tuning budget, each in its own fresh run directory. The budget is the paper's
 proportion: fine-tuning gets 3x the steps a block is pre-trained for (30k vs 10k in the paper;
-900 vs the spec's 300 here); `--finetune-steps 300` runs the tool's default budget instead. Wall time is the run's
-`wall_seconds` (everything after the teacher is loaded, pre-training included). Per cell:
-candidates tried, wall seconds, answer size, median accuracy right after assembly, and the
-ratio baseline/method. Targets (BENCHMARKS.md): >= 20x at alpha <= 1 point on the harder task,
+900 vs the spec's 300 here); `--finetune-steps 300` runs the tool's default budget instead.
+Wall time is the run's `wall_seconds` (everything after the teacher is loaded, pre-training
+included). Per cell: candidates tried, wall seconds, answer size, median accuracy right after
+assembly, and the ratio baseline/method. Targets (BENCHMARKS.md): >= 20x at alpha <= 1 point on the harder task,
 an answer at least as small, never slower than the baseline.
 
     python -m benchmarks.b3_exploration [--tasks digits,glyphs] [--quick] [--alphas 1] [--finetune-loss kd]
@@ -66,7 +66,7 @@ def _has_unlabeled(path: Path) -> bool:
 
 
 def run_cell(teacher: str, data: str, alpha: float, baseline: bool, candidates: int, root: Path,
-             finetune_loss: str, finetune_steps: int | None) -> dict[str, Any]:
+             finetune_loss: str, finetune_steps: int) -> dict[str, Any]:
     mode = "baseline" if baseline else "method"
     run_dir = root / f"{Path(teacher).stem}-{alpha:g}-{mode}"
     result = onnxwootz.prune(teacher, data=data, run_dir=run_dir, fresh=True, baseline=baseline,

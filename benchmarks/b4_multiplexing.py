@@ -53,30 +53,29 @@ def students(prepared: PreparedModel) -> list[Student]:
 
 
 CPU = torch.device("cpu")
-AUTOCAST = True
-"""bf16 autocast where the CPU computes bf16 natively (as `prune` trains); `--float32` turns it off."""
 
 
-def _taps(prepared: PreparedModel, x: torch.Tensor, held: bool) -> TeacherTaps:
+def _taps(prepared: PreparedModel, x: torch.Tensor, held: bool, autocast: bool) -> TeacherTaps:
     names = [name for unit in prepared.units("module").units for name in (unit.entry, unit.exit)]
-    return TeacherTaps(prepared.model, names, x, CPU, autocast=AUTOCAST, budget=TAP_CACHE_BYTES if held else 0)
+    return TeacherTaps(prepared.model, names, x, CPU, autocast=autocast, budget=TAP_CACHE_BYTES if held else 0)
 
 
-def multiplexed(prepared: PreparedModel, x: torch.Tensor, steps: int, held: bool = False) -> tuple[float, dict[str, float]]:
+def multiplexed(prepared: PreparedModel, x: torch.Tensor, steps: int, autocast: bool,
+                held: bool = False) -> tuple[float, dict[str, float]]:
     group = students(prepared)
     started = time.perf_counter()
-    losses = pretrain_blocks(_taps(prepared, x, held), group, steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU,
-                             autocast=AUTOCAST)
+    losses = pretrain_blocks(_taps(prepared, x, held, autocast), group, steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU,
+                             autocast=autocast)
     return time.perf_counter() - started, losses
 
 
-def sequential(prepared: PreparedModel, x: torch.Tensor, steps: int) -> tuple[float, dict[str, float]]:
+def sequential(prepared: PreparedModel, x: torch.Tensor, steps: int, autocast: bool) -> tuple[float, dict[str, float]]:
     group = students(prepared)
     started = time.perf_counter()
-    taps = _taps(prepared, x, held=False)
+    taps = _taps(prepared, x, False, autocast)
     losses: dict[str, float] = {}
     for student in group:
-        losses.update(pretrain_blocks(taps, [student], steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU, autocast=AUTOCAST))
+        losses.update(pretrain_blocks(taps, [student], steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU, autocast=autocast))
     return time.perf_counter() - started, losses
 
 
@@ -87,27 +86,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--float32", action="store_true", help="no bf16 autocast, even where the CPU has it")
     options = parser.parse_args()
-    global AUTOCAST
-    AUTOCAST = not options.float32 and native_bf16(CPU)
+    autocast = not options.float32 and native_bf16(CPU)  # as `prune` trains
     torch.set_num_threads(options.threads)
     prepared = prepare(TEACHER)
     dataset = load_dataset("digits", Preprocess.from_model(prepared.model), 10, SEED)
     x, _ = tensors(dataset.x_train, dataset.y_train, torch.device("cpu"))
 
-    multiplexed(prepared, x, max(1, options.steps // 10))  # warm-up: allocator, kernels
-    sequential(prepared, x, max(1, options.steps // 10))
+    multiplexed(prepared, x, max(1, options.steps // 10), autocast)  # warm-up: allocator, kernels
+    sequential(prepared, x, max(1, options.steps // 10), autocast)
     pairs = []
     for _ in range(options.pairs):
-        a_seconds, a_losses = multiplexed(prepared, x, options.steps)
-        b_seconds, b_losses = sequential(prepared, x, options.steps)
-        held_seconds, _ = multiplexed(prepared, x, options.steps, held=True)
+        a_seconds, a_losses = multiplexed(prepared, x, options.steps, autocast)
+        b_seconds, b_losses = sequential(prepared, x, options.steps, autocast)
+        held_seconds, _ = multiplexed(prepared, x, options.steps, autocast, held=True)
         pairs.append({"multiplexed_s": a_seconds, "sequential_s": b_seconds, "ratio": b_seconds / a_seconds,
                       "multiplexed_held_s": held_seconds})
     gap = max(abs(a_losses[k] - b_losses[k]) / max(abs(b_losses[k]), 1e-12) for k in a_losses)
     ratio = statistics.median(p["ratio"] for p in pairs)
 
     print(f"B4: {len(a_losses)} blocks of {TEACHER.name}, {options.steps} steps, batch {BATCH}, "
-          f"{options.threads} thread(s), {options.pairs} pairs, {'bf16 autocast' if AUTOCAST else 'float32'}")
+          f"{options.threads} thread(s), {options.pairs} pairs, {'bf16 autocast' if autocast else 'float32'}")
     print("| block | loss multiplexed | loss sequential |")
     print("|---|---|---|")
     for key in a_losses:
@@ -121,7 +119,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result.write_text(json.dumps({
         "benchmark": "B4", "teacher": str(TEACHER), "blocks": len(a_losses), "steps": options.steps, "batch": BATCH,
-        "lr": LR, "seed": SEED, "threads": options.threads, "device": "cpu", "bf16_autocast": AUTOCAST,
+        "lr": LR, "seed": SEED, "threads": options.threads, "device": "cpu", "bf16_autocast": autocast,
         "machine": {"python": platform.python_version(), "cpu": platform.processor(), "torch": torch.__version__},
         "pairs": pairs, "ratio_sequential_over_multiplexed": ratio, "target": 2.0,
         "losses": {key: {"multiplexed": a_losses[key], "sequential": b_losses[key]} for key in a_losses},
