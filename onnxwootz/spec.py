@@ -1,6 +1,8 @@
 """The pruning spec: every knob of `onnxwootz prune`, with defaults, loadable from TOML and
 overridable from the command line. Objective and constraint use the paper's form:
-`min size|macs|latency` and `accuracy >= teacher - 0.01` or `accuracy >= 0.95`."""
+`min size|macs|latency` and `accuracy >= teacher - 0.01` or `accuracy >= 0.95`, where the
+constraint may name its metric instead of `accuracy` (`map_iou >= 0.9`; onnxwootz.metrics):
+`accuracy` always means the run's chosen metric."""
 
 from __future__ import annotations
 
@@ -21,28 +23,40 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
 }
 """The spec fields that take one of a few words, and those words."""
-_CONSTRAINT = re.compile(r"^\s*accuracy\s*>=\s*(?:(teacher)\s*-\s*)?([0-9]*\.?[0-9]+)\s*$")
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_]\w*(?:@[0-9]*\.?[0-9]+)?)\s*>=\s*(?:(teacher)\s*-\s*)?([0-9]*\.?[0-9]+)\s*$")
+ANY_METRIC = "accuracy"
+"""The constraint's word for whichever metric the run uses."""
+PRESETS = ("imagenet", "unit", "none")
 
 
 @dataclasses.dataclass(frozen=True)
 class Constraint:
-    """accuracy >= teacher - drop (relative) or accuracy >= bound (absolute)."""
+    """METRIC >= teacher - drop (relative) or METRIC >= bound (absolute); METRIC is `accuracy`
+    (the run's metric, whatever it is) or a metric's name."""
 
     relative: bool
     value: float
+    metric: str = ANY_METRIC
 
     @classmethod
     def parse(cls, text: str) -> "Constraint":
+        from onnxwootz.metrics import parse_metric_name
+
         match = _CONSTRAINT.match(text)
         if not match:
-            raise BadSpecError(f"constraint must read 'accuracy >= teacher - 0.01' or 'accuracy >= 0.95', got '{text}'")
-        return cls(relative=bool(match.group(1)), value=float(match.group(2)))
+            raise BadSpecError(f"constraint must read 'accuracy >= teacher - 0.01' or 'accuracy >= 0.95' (or name "
+                               f"the metric: 'map_iou >= 0.9'), got '{text}'")
+        metric = match.group(1)
+        if metric != ANY_METRIC:
+            parse_metric_name(metric)
+        return cls(relative=bool(match.group(2)), value=float(match.group(3)), metric=metric)
 
     def bound(self, teacher_accuracy: float) -> float:
         return teacher_accuracy - self.value if self.relative else self.value
 
     def __str__(self) -> str:
-        return f"accuracy >= teacher - {self.value:g}" if self.relative else f"accuracy >= {self.value:g}"
+        return (f"{self.metric} >= teacher - {self.value:g}" if self.relative
+                else f"{self.metric} >= {self.value:g}")
 
 
 @dataclasses.dataclass
@@ -60,7 +74,7 @@ class Spec:
     pretrain_lr: float = 1e-2  # with the warm-up and the least-squares start; measured best on both tasks
     pretrain_weight_decay: float = 1e-4
     finetune_steps: int = 300
-    finetune_loss: str = "ce"  # ce: labels; kd: distillation from the teacher's outputs on every image
+    finetune_loss: str | None = None  # ce: labels; kd: distil every teacher output; None: ce for top1, else kd
     finetune_lr: float = 3e-4
     finetune_weight_decay: float = 1e-5
     eval_every: int = 50
@@ -74,6 +88,9 @@ class Spec:
     fold_bn: bool = False  # export option for the answer
     opset: int | None = None  # export option for the answer
     round_to: int = 1  # kept channel counts rounded to a multiple of this
+    metric: str | None = None  # onnxwootz.metrics name; None: the constraint's metric, else from labels and outputs
+    preprocess: str | None = None  # preset (imagenet | unit | none), JSON object or .json path; None: the metadata's
+    input_shape: list[int] | None = None  # the first input's shape (dynamic dims); None: 1 x the data's shape
 
     def validate(self) -> "Spec":
         if not self.rates or any(not 0 < r < 1 for r in self.rates):
@@ -85,7 +102,7 @@ class Spec:
         self.objective_key()
         Constraint.parse(self.constraint)
         for name, choices in CHOICES.items():
-            if getattr(self, name) not in choices:
+            if getattr(self, name) not in choices and not (name == "finetune_loss" and self.finetune_loss is None):
                 allowed = " or ".join(f"'{choice}'" for choice in choices)
                 raise BadSpecError(f"{name} must be {allowed}, got '{getattr(self, name)}'")
         for name in ("pretrain_steps", "finetune_steps", "eval_every", "batch"):
@@ -93,7 +110,29 @@ class Spec:
                 raise BadSpecError(f"{name} must be positive, got {getattr(self, name)}")
         if self.round_to < 1:
             raise BadSpecError(f"round_to must be a positive integer, got {self.round_to}")
+        self.metric_name()
+        if self.input_shape is not None and (
+                not isinstance(self.input_shape, (list, tuple)) or not self.input_shape
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.input_shape)):
+            raise BadSpecError(f"input_shape must be positive integers like [1, 3, 224, 224], got {self.input_shape}")
+        if self.preprocess is not None and not isinstance(self.preprocess, str):
+            raise BadSpecError(f"preprocess must be a preset ({', '.join(PRESETS)}), a JSON object or a .json path, "
+                               f"got {self.preprocess!r}")
         return self
+
+    def metric_name(self) -> str | None:
+        """The metric the spec asks for: the `metric` field, else the one the constraint names
+        (None: chosen from the data and the model). Both given and different is an error."""
+        from onnxwootz.metrics import parse_metric_name, same_metric
+
+        named = self.parsed_constraint.metric
+        if self.metric is None:
+            return None if named == ANY_METRIC else parse_metric_name(named)
+        metric = parse_metric_name(self.metric)
+        if named != ANY_METRIC and not same_metric(named, metric):
+            raise BadSpecError(f"the constraint names metric '{named}' but the metric is '{self.metric}': "
+                               f"write the constraint with '{self.metric}' or 'accuracy'")
+        return metric
 
     def objective_key(self) -> str:
         parts = self.objective.split()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -98,8 +98,8 @@ def _as_tuple(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.T
 class TeacherTaps:
     """The teacher's tensors at named taps (block boundaries) for rows of the image pool `x`.
 
-    When they fit in `budget` bytes for the whole pool, they are computed once (batches of
-    CACHE_BATCH, no gradients) and held on the device: a pre-training step then runs no teacher
+    When they fit in `budget` bytes for the whole pool (as computed, else in bf16), they are
+    computed once (batches of CACHE_BATCH, no gradients) and held on the device: a pre-training step then runs no teacher
     at all (on the bundled glyphs teacher that is a third of a multiplexed step), and every
     later lazy pass reuses them. Otherwise each batch runs the teacher, tapped at just the names
     asked for. Both run the same torch view, so they give the same values; which of the two is
@@ -114,10 +114,18 @@ class TeacherTaps:
         self._variances: dict[str, float] = {}
         self.cache: dict[str, torch.Tensor] | None = None
         computed = sorted(set(names) - {self.feed})
-        per_image = sum(value.element_size() * value[0].numel() for value in self._run(computed, x[:1]))
+        first = self._run(computed, x[:1])
+        per_image = sum(value.element_size() * value[0].numel() for value in first)
         if per_image * len(x) <= budget:
-            batches = [self._run(computed, x[start:start + CACHE_BATCH]) for start in range(0, len(x), CACHE_BATCH)]
-            self.cache = {name: torch.cat([batch[i] for batch in batches]) for i, name in enumerate(computed)}
+            held = None
+        elif sum(2 * value[0].numel() for value in first) * len(x) <= budget:
+            held = torch.bfloat16  # float32 does not fit, bf16 does: half the bytes, targets to 3 digits
+        else:
+            return
+        batches = [tuple(v if held is None or not v.is_floating_point() else v.to(held)
+                         for v in self._run(computed, x[start:start + CACHE_BATCH]))
+                   for start in range(0, len(x), CACHE_BATCH)]
+        self.cache = {name: torch.cat([batch[i] for batch in batches]) for i, name in enumerate(computed)}
 
     def __len__(self) -> int:
         return len(self.x)
@@ -233,19 +241,106 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temper
                     reduction="batchmean", log_target=True) * temperature ** 2
 
 
-def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: torch.Tensor, y_val: torch.Tensor,
-             bound: float, steps: int, batch: int, lr: float, weight_decay: float, eval_every: int, seed: int,
-             progress: Progress = NULL_PROGRESS, description: str = "fine-tuning", autocast: bool = True,
-             patience: int = 0, teacher_logits: torch.Tensor | None = None) -> FineTuneOutcome:
-    """Evaluate right after assembly (0 steps when that already meets `bound`); otherwise
-    fine-tune (Adam) with cross-entropy on the labels `y`, or, given `teacher_logits` (one row
-    per image of `x`, which then needs no labels), by distillation from them; evaluating every `eval_every` steps and stopping as
-    soon as validation accuracy reaches `bound`, or (with `patience` > 0) once that many
+OUTPUT_KINDS = ("softmax", "sigmoid", "logits", "tensor")
+_PASS_THROUGH = ("Identity",)
+PROBABILITY_FLOOR = 1e-7
+"""Probabilities are clamped to [floor, 1 - floor] before their log: a student's exact 0 would
+give an infinite loss."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputKind:
+    """How to distil one graph output: from the op that produces it (`axis`: the softmax's)."""
+
+    kind: str
+    axis: int = -1
+
+
+def output_kinds(model: onnx.ModelProto, shapes: dict[str, Sequence[int]]) -> list[OutputKind]:
+    """One OutputKind per graph output: Softmax -> "softmax" (its axis), Sigmoid -> "sigmoid",
+    another 2-D output -> "logits", anything else -> "tensor"."""
+    producer = {name: node for node in model.graph.node for name in node.output}
+    kinds = []
+    for output in model.graph.output:
+        node = producer.get(output.name)
+        while node is not None and node.op_type in _PASS_THROUGH:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type == "Softmax":
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+            kinds.append(OutputKind("softmax", axis))
+        elif node is not None and node.op_type == "Sigmoid":
+            kinds.append(OutputKind("sigmoid"))
+        elif len(shapes.get(output.name, ())) == 2:
+            kinds.append(OutputKind("logits"))
+        else:
+            kinds.append(OutputKind("tensor"))
+    return kinds
+
+
+def output_loss(kind: OutputKind, student: torch.Tensor, teacher: torch.Tensor, variance: float) -> torch.Tensor:
+    """The distillation loss of one output (float32, outside autocast: BCE is unsafe under it).
+    softmax: KL(teacher || student) on the softmax axis, averaged over every other position;
+    sigmoid: binary cross-entropy against the teacher's probabilities, less the teacher's own
+    entropy (so a perfect student reads 0); logits: Hinton KD at T = KD_TEMPERATURE; tensor:
+    MSE divided by the teacher output's variance (1: no better than its mean)."""
+    student, teacher = student.float(), teacher.float()
+    if kind.kind == "softmax":
+        log_student = student.clamp(PROBABILITY_FLOOR, 1.0).log()
+        log_teacher = teacher.clamp(PROBABILITY_FLOOR, 1.0).log()
+        positions = teacher.numel() / teacher.shape[kind.axis]
+        return (teacher * (log_teacher - log_student)).sum() / positions
+    if kind.kind == "sigmoid":
+        p = teacher.clamp(PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+        q = student.clamp(PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+        return (p * (p.log() - q.log()) + (1 - p) * ((1 - p).log() - (1 - q).log())).mean()
+    if kind.kind == "logits":
+        return distillation_loss(student, teacher)
+    return F.mse_loss(student, teacher) / variance
+
+
+Loss = Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]
+"""(the student's outputs on a batch, the batch's row indices in the training pool) -> loss."""
+Score = Callable[[torch.nn.Module], float]
+"""A view -> its validation metric (higher is better)."""
+
+
+def distillation_of(taps: TeacherTaps, names: Sequence[str], kinds: Sequence[OutputKind], batch: int) -> Loss:
+    """Distil every teacher output: the sum of each output's `output_loss` against the teacher's
+    values for the same pool rows (held by `taps`, or recomputed per batch beyond its budget)."""
+    variances = [taps.variance(name, batch) if kind.kind == "tensor" else 1.0 for name, kind in zip(names, kinds)]
+
+    def loss(outputs: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
+        targets = taps.rows(index, names)
+        return sum(output_loss(kind, output, targets[name], variance)
+                   for output, name, kind, variance in zip(outputs, names, kinds, variances))
+
+    return loss
+
+
+@torch.no_grad()
+def predict_outputs(view: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> list[np.ndarray]:
+    """Every output of a view on all of `x` (eval mode, restored afterwards), float32 on the host:
+    validation and test outputs stay off the device whatever their size."""
+    was_training = view.training
+    view.eval()
+    chunks = [[o.float().cpu() for o in _as_tuple(view(as_layout(x[start:start + batch])))]
+              for start in range(0, len(x), batch)]
+    view.train(was_training)
+    return [torch.cat([chunk[i] for chunk in chunks]).numpy() for i in range(len(chunks[0]))] if chunks else []
+
+
+def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, bound: float, steps: int,
+                  batch: int, lr: float, weight_decay: float, eval_every: int, seed: int,
+                  progress: Progress = NULL_PROGRESS, description: str = "fine-tuning", autocast: bool = True,
+                  patience: int = 0) -> FineTuneOutcome:
+    """Score right after assembly (0 steps when that already meets `bound`); otherwise fine-tune
+    (Adam) on `loss` over random batches of the pool `x`, scoring every `eval_every` steps and
+    stopping as soon as the score reaches `bound`, or (with `patience` > 0) once that many
     evaluations in a row have not improved on the best so far: a candidate on a plateau below
     the bound gives back the rest of its budget; and so does one that the first evaluation finds
     no better than at assembly (fine-tuning is hurting it: block-assembled networks fine-tuned
     on a few labels lose accuracy from the first steps, and do not win it back)."""
-    curve = [(0, evaluate(view, x_val, y_val))]
+    curve = [(0, score(view))]
     if curve[-1][1] >= bound or steps == 0:
         return FineTuneOutcome(curve, curve[-1][1] >= bound, 0)
     params = [p for _, p in named_onnx_parameters(view)]
@@ -258,15 +353,14 @@ def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: t
         for step in range(1, steps + 1):
             index = torch.randint(0, len(x), (batch,), generator=generator).to(device)
             with autocast_context(device, autocast):
-                logits = view(as_layout(x[index])).float()
-                loss = (F.cross_entropy(logits, y[index]) if teacher_logits is None
-                        else distillation_loss(logits, teacher_logits[index]))
+                outputs = _as_tuple(view(as_layout(x[index])))
+            value = loss(tuple(output.float() for output in outputs), index)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
-            task.advance(1, loss=float(loss.detach()))
+            task.advance(1, loss=float(value.detach()))
             if step % eval_every == 0 or step == steps:
-                curve.append((step, evaluate(view, x_val, y_val)))
+                curve.append((step, score(view)))
                 view.train()
                 if curve[-1][1] >= bound:
                     break
@@ -275,3 +369,18 @@ def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: t
                     break
     view.eval()
     return FineTuneOutcome(curve, curve[-1][1] >= bound, curve[-1][0])
+
+
+def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: torch.Tensor, y_val: torch.Tensor,
+             bound: float, steps: int, batch: int, lr: float, weight_decay: float, eval_every: int, seed: int,
+             progress: Progress = NULL_PROGRESS, description: str = "fine-tuning", autocast: bool = True,
+             patience: int = 0, teacher_logits: torch.Tensor | None = None) -> FineTuneOutcome:
+    """`finetune_with` for a classifier scored by top-1 accuracy on (x_val, y_val): cross-entropy
+    on the labels `y`, or, given `teacher_logits` (one row per image of `x`, which then needs no
+    labels), Hinton distillation from them."""
+    def loss(outputs: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
+        logits = outputs[0]
+        return F.cross_entropy(logits, y[index]) if teacher_logits is None else distillation_loss(logits, teacher_logits[index])
+
+    return finetune_with(view, x, loss, lambda v: evaluate(v, x_val, y_val), bound, steps, batch, lr, weight_decay,
+                         eval_every, seed, progress, description, autocast, patience)
