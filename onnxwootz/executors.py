@@ -115,11 +115,14 @@ class RayExecutor:
     def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
         import onnx
 
+        if explorer.metric.labels == "any":
+            raise BadSpecError("a metric given as a Python callable cannot travel to Ray workers: use a named "
+                               "metric (--metric) or the local executor")
         ray = self._connect()
         limit = self.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1) // self.num_cpus))
         task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries,
                           retry_exceptions=False)(_run_trial)
-        payload = _Payload(str(explorer.model_path.resolve()), explorer.data_name,
+        payload = _Payload(str(explorer.model_path.resolve()), explorer.data_path,
                            explorer.spec.to_dict(), str(explorer.rundir.path.resolve()))
         results: dict[int, dict[str, Any]] = {}
         answers: dict[int, bytes] = {}

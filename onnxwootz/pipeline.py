@@ -5,6 +5,9 @@ student, multiplexed; lazily, when the first candidate that needs a block is rea
 explore candidates in objective order: assemble from pre-trained blocks (uncovered units keep
 L1-pruned teacher weights), evaluate, fine-tune only if needed, stop at the first that meets
 the constraint -> write the answer as ONNX (checked, ORT == torch) and a summary.
+Candidates are held to the run's metric (onnxwootz.metrics: top-1 accuracy, agreement with the
+teacher, output fidelity, map IoU, text accuracy) on the validation split, which makes every
+decision; the held-out test split only reports the answer's and the teacher's figures.
 With `baseline=True` every candidate starts from L1-pruned teacher weights (the paper's
 "default"), so the method's gain is measured on the same candidates, seeds and budget."""
 
@@ -20,10 +23,14 @@ import numpy as np
 import onnx
 
 from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.metrics import Metric, MetricFunction
 from onnxwootz.progress import NULL_PROGRESS, Progress
 from onnxwootz.results import Result
 from onnxwootz.spec import Spec, load_spec
 
+METRIC_KEY = "onnxwootz.metric"
+METRIC_VALUE_KEY = "onnxwootz.metric_value"
+"""Metadata of a written answer: the metric it was held to and its validation value."""
 RECONSTRUCTION_IMAGES = 256
 """Images for the least-squares start of a block: enough rows for a well-posed fit, few enough
 that it costs a small fraction of pre-training."""
@@ -72,6 +79,12 @@ class PruneResult(Result):
     pretrain_seconds: float
     wall_seconds: float
     trials: list[Trial]
+    metric: str
+    teacher_test_metric: float
+    test_metric: float | None
+    splits: dict[str, int]
+    preprocess: dict[str, Any] | None
+    input_shape: list[int]
 
 
 def default_run_dir(model: str | os.PathLike[str], baseline: bool) -> Path:
@@ -82,53 +95,81 @@ def default_run_dir(model: str | os.PathLike[str], baseline: bool) -> Path:
 def prune(model: str | os.PathLike[str], data: str | None = None, spec: Spec | str | os.PathLike[str] | None = None,
           run_dir: str | os.PathLike[str] | None = None, output: str | os.PathLike[str] | None = None,
           fresh: bool = False, progress: Progress = NULL_PROGRESS, executor: "Executor | None" = None,
-          **overrides: Any) -> PruneResult:
+          metric: str | MetricFunction | None = None, **overrides: Any) -> PruneResult:
     """Run the method (or the baseline, `baseline=True`) on a teacher ONNX file. Candidates run
-    on `executor` (default: one after another in this process; see onnxwootz.executors)."""
+    on `executor` (default: one after another in this process; see onnxwootz.executors).
+    `metric` is a registry name (onnxwootz.metrics) or a callable (student outputs, teacher
+    outputs, labels or None) -> float, higher is better; the constraint then reads `accuracy`."""
     from onnxwootz.executors import LocalExecutor
 
+    started = time.perf_counter()
+    function = None
+    if callable(metric):
+        function, metric = metric, None
     if not isinstance(spec, Spec):
-        spec = load_spec(spec, **overrides)
-    elif overrides:
-        spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None}).validate()
-    explorer = Explorer(Path(model), data, spec, run_dir, fresh, progress)
-    return explorer.run(output, executor or LocalExecutor())
+        spec = load_spec(spec, metric=metric, **overrides)
+    elif overrides or metric is not None:
+        values = {k: v for k, v in {**overrides, "metric": metric}.items() if v is not None}
+        spec = dataclasses.replace(spec, **values).validate()
+    explorer = Explorer(Path(model), data, spec, run_dir, fresh, progress, function)
+    return explorer.run(output, executor or LocalExecutor(), started)
 
 
 class Explorer:
     """The state of one run: the prepared teacher, data, run directory, candidates, blocks."""
 
-    def __init__(self, model: Path, data: str | None, spec: Spec, run_dir, fresh: bool, progress: Progress):
+    def __init__(self, model: Path, data: str | None, spec: Spec, run_dir, fresh: bool, progress: Progress,
+                 metric_function: MetricFunction | None = None):
         from onnxwootz.data import load_dataset
         from onnxwootz.journal import RunDir, fingerprint
-        from onnxwootz.preprocess import Preprocess, dataset_of
-        from onnxwootz.prepared import prepare
+        from onnxwootz.metrics import build_metric, check_labels, custom_metric, default_metric_name
+        from onnxwootz.prepared import load_source, prepare
+        from onnxwootz.preprocess import dataset_of, resolve_preprocess
 
+        spec = _absolute_paths(spec)
         self.spec = spec
         self.progress = progress
         self.mode = "baseline" if spec.baseline else "method"
-        self.model_path = model
-        self.prepared = prepare(model)
-        teacher = self.prepared.model
-        self.preprocess = Preprocess.from_model(teacher)
+        self.model_path = model.resolve() if model.exists() else model
+        source, _ = load_source(model)
+        self.preprocess = resolve_preprocess(spec.preprocess, source, spec.input_shape)
         if self.preprocess is None:
-            raise BadSpecError(f"{model} has no 'onnxwootz.preprocess' metadata: the tool cannot know how to "
-                               "feed it images (see the README for the format)")
-        data = data or dataset_of(teacher)
+            raise BadSpecError(f"{model} has no 'onnxwootz.preprocess' metadata: say how to feed it with --preprocess "
+                               "(imagenet, unit, none, a JSON object or a .json file; see the README)")
+        data = data or dataset_of(source)
         if data is None:
             raise BadSpecError(f"{model} does not name its dataset in its metadata: pass --data digits, "
                                "--data DIR (train/<class>/*.png, val/<class>/...) or --data FILE.npz")
         self.data_name = data
-        out_shape = self.prepared.shapes[self.prepared.model.graph.output[0].name]
-        self.num_classes = int(out_shape[-1])
-        self.dataset = load_dataset(data, self.preprocess, self.num_classes, spec.seed)
-        expected = list(self.prepared.feed_shapes[next(iter(self.prepared.feed_shapes))][1:])
-        if list(self.dataset.x_train.shape[1:]) != expected:
+        self.data_path = Path(data).resolve().as_posix() if Path(data).exists() else data
+        self.dataset = load_dataset(data, self.preprocess, spec.seed, num_classes=_class_count(source))
+        input_shape = list(spec.input_shape or [1, *self.dataset.x_train.shape[1:]])
+        _check_fits(source, list(self.dataset.x_train.shape[1:]))
+        self.prepared = prepare(source, input_shape)
+        teacher = self.prepared.model
+        self.input_shape = list(self.prepared.feed_shapes[next(iter(self.prepared.feed_shapes))])
+        if self.input_shape[1:] != list(self.dataset.x_train.shape[1:]):
             raise BadDataError(f"images become {list(self.dataset.x_train.shape[1:])} after preprocessing but the "
-                               f"model takes {expected}")
+                               f"model takes {self.input_shape[1:]}")
+        self.output_names = [output.name for output in teacher.graph.output]
+        first_shape = self.prepared.shapes[self.output_names[0]]
+        if metric_function is not None:
+            if spec.metric_name() is not None:
+                raise BadSpecError(f"the metric is the callable {getattr(metric_function, '__name__', 'given')}: "
+                                   "write the constraint with 'accuracy'")
+            self.metric: Metric = custom_metric(metric_function)
+        else:
+            name = spec.metric_name() or default_metric_name(self.dataset.labels, first_shape)
+            self.metric = build_metric(name, teacher, first_shape)
+        check_labels(self.metric, self.dataset.labels)
+        self.finetune_loss = spec.finetune_loss or ("ce" if self.metric.labels == "class" else "kd")
+        if self.finetune_loss == "ce" and self.dataset.labels != "class":
+            raise BadSpecError(f"finetune_loss 'ce' needs class-index labels but the data has "
+                               f"{self.dataset.labels or 'no'} labels: use --finetune-loss kd")
         data_id = data if not Path(data).exists() else fingerprint(Path(data).resolve().as_posix(),
                                                                      Path(data).stat().st_mtime)
-        identity = {"model": fingerprint(teacher.SerializeToString()), "data": data_id, "spec": spec.to_dict()}
+        identity = {"model": fingerprint(teacher.SerializeToString()), "data": data_id, "spec": spec.to_dict(),
+                    "metric": self.metric.name}
         self.rundir = RunDir(run_dir or default_run_dir(model, spec.baseline), identity, fresh)
         self.units = self.prepared.units(spec.granularity).units
         self.unit_names = [unit.name for unit in self.units]
@@ -260,18 +301,15 @@ class Explorer:
         driver keeps the journal) and, when the candidate meets the bound, the checked answer."""
         from onnxwootz.runtime.devices import prepare_module
         from onnxwootz.runtime.torch_graph import TorchGraph
-        from onnxwootz.runtime.training import finetune
+        from onnxwootz.runtime.training import finetune_with
 
         started = time.perf_counter()
         pruned, used = self._assemble(index, rates)
         view = prepare_module(TorchGraph(pruned.model), self.device)
-        distill = self.spec.finetune_loss == "kd"
-        outcome = finetune(view, self.x_inputs if distill else self.x_train, None if distill else self.y_train,
-                           self.x_val, self.y_val, self.bound,
-                           self.spec.finetune_steps, self.spec.batch, self.spec.finetune_lr,
-                           self.spec.finetune_weight_decay, self.spec.eval_every, self.spec.seed * 104729 + index,
-                           self.progress, f"candidate {index} ({self.mode})", patience=self.spec.finetune_patience,
-                           teacher_logits=self.teacher_logits if distill else None)
+        outcome = finetune_with(view, self.x_pool, self.loss, self.score, self.bound,
+                                self.spec.finetune_steps, self.spec.batch, self.spec.finetune_lr,
+                                self.spec.finetune_weight_decay, self.spec.eval_every, self.spec.seed * 104729 + index,
+                                self.progress, f"candidate {index} ({self.mode})", patience=self.spec.finetune_patience)
         latency = self.rundir.find("latency", candidate=index)
         event = {"event": "trial", "mode": self.mode, "candidate": index, "rates": rates, "params": pruned.params,
                  "macs": pruned.macs, "latency_ms": latency["p50_ms"] if latency else None,
@@ -283,26 +321,38 @@ class Explorer:
         event["seconds"] = time.perf_counter() - started
         return event, answer
 
-    def _finish_answer(self, view, model: onnx.ModelProto, accuracy: float) -> onnx.ModelProto:
-        """Metadata, the full checker, ONNX Runtime == torch on real images, export options."""
-        import torch
+    def score(self, view) -> float:
+        """The run's metric of a view on the validation split."""
+        from onnxwootz.runtime.training import predict_outputs
 
+        return self.metric(predict_outputs(view, self.x_val), self.teacher_val, self.dataset.y_val)
+
+    def _finish_answer(self, view, model: onnx.ModelProto, value: float) -> onnx.ModelProto:
+        """Export options, metadata (preprocessing, dataset, metric), the full checker, and ONNX
+        Runtime == torch on real images for the model as written: a failed check raises, so
+        nothing is written."""
         from onnxwootz.passes.base import check_model
         from onnxwootz.passes.export import export_options
         from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, set_metadata
         from onnxwootz.runtime.sessions import cpu_session
+        from onnxwootz.runtime.training import predict_outputs
 
-        set_metadata(model, DATASET_KEY, self.data_name)
-        set_metadata(model, ACCURACY_KEY, f"{accuracy:.6f}")
-        check_model(model)
-        sample = self.dataset.x_val[:16]
-        ort_out = cpu_session(model).run(None, {model.graph.input[0].name: sample})[0]
-        with torch.no_grad():
-            torch_out = view.eval()(torch.from_numpy(sample).to(self.device)).float().cpu().numpy()
-        if not np.allclose(ort_out, torch_out, rtol=1e-3, atol=1e-4):
-            raise RuntimeError("the written answer disagrees with its torch view (ONNX Runtime vs torch)")
         if self.spec.fold_bn or self.spec.opset:
             model = export_options(model, self.spec.fold_bn, self.spec.opset)
+        self.preprocess.write_to(model)
+        set_metadata(model, DATASET_KEY, self.data_name)
+        set_metadata(model, METRIC_KEY, self.metric.name)
+        set_metadata(model, METRIC_VALUE_KEY, f"{value:.6f}")
+        if self.metric.name == "top1":
+            set_metadata(model, ACCURACY_KEY, f"{value:.6f}")
+        check_model(model)
+        sample = self.dataset.x_val[:16]
+        ort_outputs = cpu_session(model).run(None, {model.graph.input[0].name: sample})
+        torch_outputs = predict_outputs(view.eval(), self.x_val[:16])
+        for name, ort, reference in zip(self.output_names, ort_outputs, torch_outputs):
+            if ort.shape != reference.shape or not np.allclose(ort, reference, rtol=1e-3, atol=1e-4):
+                raise RuntimeError(f"the answer disagrees with its torch view on output '{name}' "
+                                   "(ONNX Runtime vs torch): not written")
         return model
 
     # -- the run ------------------------------------------------------------------------------------
@@ -313,35 +363,66 @@ class Explorer:
         from onnxwootz.costs import CostModel
         from onnxwootz.runtime.devices import prepare_input, prepare_module, resolve_device
         from onnxwootz.runtime.torch_graph import TorchGraph
-        from onnxwootz.runtime.training import evaluate, predict, tensors
+        from onnxwootz.runtime.training import (TeacherTaps, distillation_of, labels_loss, output_kinds,
+                                                predict_outputs)
         from onnxwootz.tuning_blocks import identify_blocks
 
-        spec = self.spec
+        spec, dataset = self.spec, self.dataset
         self.device = resolve_device(spec.device)
         threads = spec.threads or (1 if self.prepared.macs < 50_000_000 else torch.get_num_threads())
         torch.set_num_threads(threads)
         torch.manual_seed(spec.seed)
-        self.x_train, self.y_train = tensors(self.dataset.x_train, self.dataset.y_train, self.device)
-        self.x_val, self.y_val = tensors(self.dataset.x_val, self.dataset.y_val, self.device)
-        self.x_inputs = prepare_input(torch.from_numpy(np.ascontiguousarray(self.dataset.x_inputs)), self.device)
+
+        def on_device(x: np.ndarray) -> torch.Tensor:
+            return prepare_input(torch.from_numpy(np.ascontiguousarray(x)), self.device)
+
+        self.x_val, self.x_test, self.x_inputs = on_device(dataset.x_val), on_device(dataset.x_test), on_device(dataset.x_inputs)
         self.costs = CostModel(self.prepared, spec.granularity, spec.round_to)
         stem = self.model_path.name.removesuffix(".onnx")
         self.answer_path = Path(output) if output else self.rundir.path / f"{stem}.pruned.onnx"
         self.teacher_arrays = {i.name: onnx.numpy_helper.to_array(i) for i in self.prepared.model.graph.initializer}
-        teacher_event = self.rundir.find("teacher")
-        if teacher_event is None:
-            started = time.perf_counter()
-            accuracy = evaluate(prepare_module(TorchGraph(self.prepared.model), self.device), self.x_val, self.y_val)
-            teacher_event = {"event": "teacher", "accuracy": accuracy, "seconds": time.perf_counter() - started}
-            self.rundir.record(teacher_event)
-        self.teacher_accuracy = float(teacher_event["accuracy"])
-        self.teacher_logits = (predict(prepare_module(TorchGraph(self.prepared.model), self.device), self.x_inputs)
-                               if spec.finetune_loss == "kd" else None)
+        started = time.perf_counter()
+        teacher = prepare_module(TorchGraph(self.prepared.model), self.device)
+        self.teacher_val = predict_outputs(teacher, self.x_val)
+        self.teacher_test = predict_outputs(teacher, self.x_test)
+        self.teacher_accuracy = self.metric(self.teacher_val, self.teacher_val, dataset.y_val)
+        self.teacher_test_metric = self.metric(self.teacher_test, self.teacher_test, dataset.y_test)
+        if self.rundir.find("teacher") is None:
+            self.rundir.record({"event": "teacher", "model": str(self.model_path), "metric": self.metric.name,
+                                "accuracy": self.teacher_accuracy, "test_metric": self.teacher_test_metric,
+                                "seconds": time.perf_counter() - started})
+        if self.finetune_loss == "kd":
+            taps = TeacherTaps(self.prepared.model, self.output_names, self.x_inputs, self.device, autocast=False)
+            kinds = output_kinds(self.prepared.model, self.prepared.shapes)
+            self.x_pool, self.loss = self.x_inputs, distillation_of(taps, self.output_names, kinds, spec.batch)
+        else:
+            self.x_pool = on_device(dataset.x_train)
+            self.loss = labels_loss(torch.from_numpy(dataset.y_train).long().to(self.device))
         self.bound = spec.parsed_constraint.bound(self.teacher_accuracy)
         self.configs = self._configs()
         self.blockset = identify_blocks(self.configs, None, spec.blocks) if self.mode == "method" else None
 
-    def run(self, output: str | os.PathLike[str] | None, executor: "Executor") -> PruneResult:
+    def test_metric(self) -> float:
+        """The written answer's metric on the held-out test split (after every decision is made)."""
+        from onnxwootz.modelio import load_model
+        from onnxwootz.runtime.devices import prepare_module
+        from onnxwootz.runtime.torch_graph import TorchGraph
+        from onnxwootz.runtime.training import predict_outputs
+
+        view = prepare_module(TorchGraph(load_model(self.answer_path)), self.device)
+        return self.metric(predict_outputs(view, self.x_test), self.teacher_test, self.dataset.y_test)
+
+    def run(self, output: str | os.PathLike[str] | None, executor: "Executor", started: float | None = None) -> PruneResult:
+        import torch
+
+        started = time.perf_counter() if started is None else started
+        threads = torch.get_num_threads()
+        try:
+            return self._run(output, executor, started)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, output: str | os.PathLike[str] | None, executor: "Executor", started: float) -> PruneResult:
         spec = self.spec
         self.setup(output)
         order = self._order(self.configs)
@@ -354,7 +435,9 @@ class Explorer:
         trials = [Trial(**{k: v for k, v in e.items() if k != "event"}) for e in self.rundir.all("trial")
                   if e["mode"] == self.mode]
         blocks_trained = self.rundir.all("block")
-        wall = sum(float(e.get("seconds", 0.0)) for e in self.rundir.events)
+        dataset = self.dataset
+        splits = {"train": len(dataset.x_train), "val": len(dataset.x_val), "test": len(dataset.x_test),
+                  "unlabeled": 0 if dataset.x_unlabeled is None else len(dataset.x_unlabeled)}
         result = PruneResult(
             teacher=str(self.model_path), model=str(self.answer_path) if answer else None,
             run_dir=str(self.rundir.path), mode=self.mode, objective=spec.objective, constraint=spec.constraint,
@@ -363,9 +446,47 @@ class Explorer:
             macs=answer["macs"] if answer else None, teacher_params=self.prepared.params,
             teacher_macs=self.prepared.macs, candidates=len(self.configs), candidates_tried=len(trials),
             blocks=len(self.blockset.blocks) if self.blockset else 0, blocks_trained=len(blocks_trained),
-            pretrain_seconds=sum(float(e["seconds"]) for e in blocks_trained), wall_seconds=wall, trials=trials)
+            pretrain_seconds=sum(float(e["seconds"]) for e in blocks_trained),
+            wall_seconds=time.perf_counter() - started, trials=trials, metric=self.metric.name,
+            teacher_test_metric=self.teacher_test_metric, test_metric=self.test_metric() if answer else None,
+            splits=splits, preprocess=self.preprocess.to_dict(), input_shape=self.input_shape)
         self.rundir.write_json("summary.json", result.to_dict())
         return result
+
+
+def _absolute_paths(spec: Spec) -> Spec:
+    """A `preprocess` .json path made absolute, so that the spec means the same file from any
+    working directory (Ray workers, resumed runs)."""
+    value = spec.preprocess
+    if value is not None and value.strip().lower().endswith(".json") and Path(value.strip()).is_file():
+        return dataclasses.replace(spec, preprocess=Path(value.strip()).resolve().as_posix())
+    return spec
+
+
+def _static_dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in value.type.tensor_type.shape.dim]
+
+
+def _class_count(model: onnx.ModelProto) -> int | None:
+    """The class count of a classifier's first output ([N, C] with C static), else None."""
+    dims = _static_dims(model.graph.output[0]) if model.graph.output else []
+    return dims[1] if len(dims) == 2 and dims[1] is not None else None
+
+
+def _check_fits(model: onnx.ModelProto, image_shape: list[int]) -> None:
+    """One BadDataError when the preprocessed images cannot be the model's first input."""
+    from onnxwootz.modelio import real_inputs
+
+    value = real_inputs(model)[0]
+    dims = _static_dims(value)
+    if len(image_shape) + 1 != len(dims):
+        raise BadDataError(f"images become {image_shape} after preprocessing but the model's input "
+                           f"'{value.name}' has rank {len(dims)} (shape {[d or '?' for d in dims]})")
+    for axis, (want, have) in enumerate(zip(dims[1:], image_shape), start=1):
+        if want is not None and want != have:
+            raise BadDataError(f"images become {image_shape} after preprocessing but the model's input "
+                               f"'{value.name}' is {[d or '?' for d in dims]} (axis {axis})")
 
 
 def _scatter(teacher: np.ndarray, student: np.ndarray, entries: list[dict]) -> np.ndarray:

@@ -378,9 +378,16 @@ def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: t
     """`finetune_with` for a classifier scored by top-1 accuracy on (x_val, y_val): cross-entropy
     on the labels `y`, or, given `teacher_logits` (one row per image of `x`, which then needs no
     labels), Hinton distillation from them."""
-    def loss(outputs: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
-        logits = outputs[0]
-        return F.cross_entropy(logits, y[index]) if teacher_logits is None else distillation_loss(logits, teacher_logits[index])
-
+    loss = labels_loss(y) if teacher_logits is None else (
+        lambda outputs, index: distillation_loss(outputs[0], teacher_logits[index]))
     return finetune_with(view, x, loss, lambda v: evaluate(v, x_val, y_val), bound, steps, batch, lr, weight_decay,
                          eval_every, seed, progress, description, autocast, patience)
+
+
+def labels_loss(y: torch.Tensor) -> Loss:
+    """Cross-entropy of the first output's class scores (flattened per image) against the class
+    labels `y` of the pool rows."""
+    def loss(outputs: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs[0].reshape(len(index), -1), y[index])
+
+    return loss

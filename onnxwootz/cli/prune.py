@@ -13,7 +13,8 @@ from onnxwootz.cli import JSON_OPTION, RichProgress, app, console, execute
 
 @app.command()
 def prune(
-    model: Path = typer.Argument(..., help="Trained teacher (ONNX) with 'onnxwootz.preprocess' metadata."),
+    model: Path = typer.Argument(..., help="Trained teacher (ONNX); its 'onnxwootz.preprocess' metadata, or "
+                                 "--preprocess, says how to feed it."),
     data: Optional[str] = typer.Option(None, "--data", help="digits | DIR (train/<class>/..., val/<class>/...) | "
                                        "FILE.npz (x_train, y_train, x_val, y_val; optional x_unlabeled, or an "
                                        "unlabeled/ folder: images for block pre-training and distillation, which "
@@ -26,7 +27,19 @@ def prune(
     rates: Optional[str] = typer.Option(None, "--rates", help="Pruning rates to sample, e.g. 0.3,0.5,0.7."),
     objective: Optional[str] = typer.Option(None, "--objective", help="min size | min macs | min latency."),
     constraint: Optional[str] = typer.Option(None, "--constraint",
-                                             help="'accuracy >= teacher - 0.01' or 'accuracy >= 0.95'."),
+                                             help="'accuracy >= teacher - 0.01' or 'accuracy >= 0.95'; 'accuracy' "
+                                                  "means the metric, which may be named: 'map_iou >= 0.9'."),
+    metric: Optional[str] = typer.Option(None, "--metric",
+                                         help="top1 (class labels) | agreement (top-1 with the teacher) | fidelity "
+                                              "(R^2 of every output vs the teacher's) | map_iou[@THR] (IoU of "
+                                              "thresholded maps, default 0.3) | text (CTC exact match, text "
+                                              "labels). Default: top1 with class labels, agreement without."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess",
+                                             help="imagenet | unit | none (arrays are model inputs) | a JSON object "
+                                                  "| FILE.json. Default: the model's metadata."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape",
+                                              help="The first input's shape, e.g. 1,3,640,640 (for dynamic dims; "
+                                                   "default: 1 x the data's shape)."),
     blocks: Optional[str] = typer.Option(None, "--blocks", help="sequitur | per-unit."),
     pretrain: Optional[str] = typer.Option(None, "--pretrain", help="lazy (blocks trained when first needed) | eager."),
     pretrain_init: Optional[str] = typer.Option(None, "--pretrain-init",
@@ -61,6 +74,14 @@ def prune(
             return RayExecutor(address=address)
         raise BadSpecError(f"--executor must be 'local' or 'ray', got '{executor}'")
 
+    def shape() -> list[int] | None:
+        if input_shape is None:
+            return None
+        try:
+            return [int(d) for d in input_shape.split(",") if d.strip()]
+        except ValueError:
+            raise BadSpecError(f"--input-shape must be integers like 1,3,224,224, got '{input_shape}'") from None
+
     rate_list = None
     if rates is not None:
         try:
@@ -76,11 +97,13 @@ def prune(
             table.add_row(str(trial.candidate), f"{trial.params:,}", f"{trial.macs:,}", f"{trial.accuracy_at_assembly:.4f}",
                           f"{trial.accuracy:.4f}", str(trial.steps), "yes" if trial.met else "no", f"{trial.seconds:.1f}")
         console.print(table)
-        console.print(f"teacher accuracy {result.teacher_accuracy:.4f}, bound {result.bound:.4f}; "
+        console.print(f"teacher {result.metric} {result.teacher_accuracy:.4f} (test {result.teacher_test_metric:.4f}), "
+                      f"bound {result.bound:.4f}; "
                       f"{result.candidates_tried} of {result.candidates} candidates tried, {result.blocks_trained} "
                       f"block(s) pre-trained ({result.pretrain_seconds:.1f} s), {result.wall_seconds:.1f} s in all")
         if result.model:
-            console.print(f"[bold green]answer:[/] {result.model}: accuracy {result.accuracy:.4f}, params "
+            console.print(f"[bold green]answer:[/] {result.model}: {result.metric} {result.accuracy:.4f} "
+                          f"(test {result.test_metric:.4f}), params "
                           f"{result.params:,} ({1 - result.params / result.teacher_params:.1%} smaller), MACs {result.macs:,}")
         else:
             console.print("[bold yellow]no candidate met the constraint[/]")
@@ -92,4 +115,4 @@ def prune(
                         pretrain_init=pretrain_init, pretrain_steps=pretrain_steps,
                         finetune_steps=finetune_steps, finetune_loss=finetune_loss, batch=batch, device=device,
                         seed=seed, baseline=baseline or None, round_to=round_to, fold_bn=fold_bn or None,
-                        opset=opset), json_output, render)
+                        opset=opset, metric=metric, preprocess=preprocess, input_shape=shape()), json_output, render)
