@@ -171,6 +171,8 @@ class Explorer:
         identity = {"model": fingerprint(teacher.SerializeToString()), "data": data_id, "spec": spec.to_dict(),
                     "metric": self.metric.name}
         self.rundir = RunDir(run_dir or default_run_dir(model, spec.baseline), identity, fresh)
+        if fresh:  # the subspace is the run's too: a fresh run with other candidates must not reuse it
+            (self.rundir.path / "configs.json").unlink(missing_ok=True)
         self.units = self.prepared.units(spec.granularity).units
         self.unit_names = [unit.name for unit in self.units]
         self.teacher_taps = None  # built by the first pre-training pass, reused by the later ones
