@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
 from onnxwootz.runtime.training import (
-    Student, TeacherTaps, distillation_loss, evaluate, finetune, predict, pretrain_blocks, tensors, with_outputs,
+    OutputKind, Student, TeacherTaps, distillation_loss, distillation_of, evaluate, finetune, finetune_with,
+    output_kinds, output_loss, predict, predict_outputs, pretrain_blocks, tensors, with_outputs,
 )
 
 OPSET = [helper.make_opsetid("", 17)]
@@ -226,3 +227,78 @@ def test_finetune_by_distillation_needs_no_labels() -> None:
     outcome = finetune(student, x, None, x_val, y_val, bound=0.9, steps=500, batch=16, lr=0.05, weight_decay=0.0,
                        eval_every=5, seed=0, teacher_logits=teacher_logits)
     assert outcome.met and outcome.steps > 0
+
+
+def _three_heads(seed: int) -> onnx.ModelProto:
+    """x [n, 2, 6, 6] -> conv-relu -> a softmax over 3 classes, a sigmoid map [n, 1, 6, 6],
+    logits [n, 3] and a raw feature map [n, 4, 6, 6]: one output of each kind."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = _conv(rng, "c1", 2, 4, "x", "a")
+    head = numpy_helper.from_array((rng.standard_normal((1, 4, 1, 1)) * 0.5).astype(np.float32), "m.w")
+    fc = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "fc.w")
+    nodes += [helper.make_node("Conv", ["a", "m.w"], ["m"]), helper.make_node("Sigmoid", ["m"], ["prob"]),
+              helper.make_node("GlobalAveragePool", ["a"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("Gemm", ["f", "fc.w"], ["logits"]), helper.make_node("Softmax", ["logits"], ["soft"]),
+              helper.make_node("Identity", ["a"], ["features"])]
+    value = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)  # noqa: E731
+    graph = helper.make_graph(nodes, "heads", [value("x", ["n", 2, 6, 6])],
+                              [value("soft", ["n", 3]), value("prob", ["n", 1, 6, 6]), value("logits", ["n", 3]),
+                               value("features", ["n", 4, 6, 6])], inits + [head, fc])
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
+
+
+def test_output_kinds_come_from_the_producing_op() -> None:
+    model = _three_heads(0)
+    shapes = {"soft": [1, 3], "prob": [1, 1, 6, 6], "logits": [1, 3], "features": [1, 4, 6, 6]}
+    assert output_kinds(model, shapes) == [OutputKind("softmax", -1), OutputKind("sigmoid"), OutputKind("logits"),
+                                           OutputKind("tensor")]
+
+
+@pytest.mark.parametrize("kind", [OutputKind("softmax", 1), OutputKind("sigmoid"), OutputKind("logits"),
+                                  OutputKind("tensor")])
+def test_each_output_loss_is_zero_only_at_the_teacher(kind: OutputKind) -> None:
+    raw = torch.randn(8, 3, 5, generator=torch.Generator().manual_seed(0))
+    teacher = {"softmax": raw.softmax(1), "sigmoid": raw.sigmoid()}.get(kind.kind, raw)
+    other = {"softmax": raw.flip(1).softmax(1), "sigmoid": (-raw).sigmoid()}.get(kind.kind, -raw)
+    if kind.kind == "logits":
+        teacher, other = raw[:, :, 0], -raw[:, :, 0]
+    variance = float(teacher.var())
+    assert float(output_loss(kind, teacher, teacher, variance)) == pytest.approx(0.0, abs=1e-5)
+    assert float(output_loss(kind, other, teacher, variance)) > 0.05
+
+
+def test_distilling_every_output_pulls_a_student_back_to_its_teacher(images: torch.Tensor) -> None:
+    """A student from other weights: distillation on every output (no labels) raises its mean
+    agreement with the teacher's outputs, each measured on held-out images."""
+    teacher, student = _three_heads(0), TorchGraph(_three_heads(5))
+    names = [output.name for output in teacher.graph.output]
+    shapes = {"soft": [1, 3], "prob": [1, 1, 6, 6], "logits": [1, 3], "features": [1, 4, 6, 6]}
+    taps = TeacherTaps(teacher, names, images, torch.device("cpu"), autocast=False)
+    held_out = torch.from_numpy(np.random.default_rng(9).standard_normal((32, 2, 6, 6)).astype(np.float32))
+    reference = predict_outputs(TorchGraph(teacher), held_out)
+
+    def closeness(view) -> float:
+        outputs = predict_outputs(view, held_out)
+        return float(np.mean([1 - np.square(s - t).sum() / np.square(t - t.mean()).sum()
+                              for s, t in zip(outputs, reference)]))
+
+    before = closeness(student)
+    loss = distillation_of(taps, names, output_kinds(teacher, shapes), batch=16)
+    outcome = finetune_with(student, images, loss, closeness, bound=2.0, steps=150, batch=16, lr=3e-2,
+                            weight_decay=0.0, eval_every=50, seed=0)
+    assert [len(o) for o in predict_outputs(student, images[:5])] == [5, 5, 5, 5]
+    assert outcome.curve[0][1] == pytest.approx(before) and outcome.accuracy > before + 0.3
+
+
+def test_teacher_taps_fall_back_to_bf16_before_recomputing(images: torch.Tensor) -> None:
+    teacher = _teacher()
+    full = _taps(teacher, images, autocast=False)
+    float32_bytes = 4 * (4 * 6 * 6) * 3 * len(images)  # a, b, c: 4 channels of 6x6 each
+    half = _taps(teacher, images, autocast=False, budget=float32_bytes - 1)
+    none = _taps(teacher, images, autocast=False, budget=float32_bytes // 2 - 1)
+    assert full.cache["a"].dtype == torch.float32 and half.cache["a"].dtype == torch.bfloat16 and none.cache is None
+    index = torch.arange(10)
+    for name in "abc":
+        exact = none.rows(index, [name])[name]
+        torch.testing.assert_close(half.rows(index, [name])[name], exact, rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(full.rows(index, [name])[name], exact)
