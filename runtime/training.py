@@ -317,10 +317,17 @@ def distillation_of(taps: TeacherTaps, names: Sequence[str], kinds: Sequence[Out
     return loss
 
 
+EVAL_INPUT_ELEMENTS = 1 << 24
+"""Input elements per evaluation batch (at most 512 images): 54 PP-OCR det images at 3x320x320,
+512 small ones; activations grow with the input, so this bounds evaluation memory too."""
+
+
 @torch.no_grad()
-def predict_outputs(view: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> list[np.ndarray]:
+def predict_outputs(view: torch.nn.Module, x: torch.Tensor, batch: int | None = None) -> list[np.ndarray]:
     """Every output of a view on all of `x` (eval mode, restored afterwards), float32 on the host:
     validation and test outputs stay off the device whatever their size."""
+    if batch is None:
+        batch = max(1, min(512, EVAL_INPUT_ELEMENTS // max(1, x[0].numel() if len(x) else 1)))
     was_training = view.training
     view.eval()
     chunks = [[o.float().cpu() for o in _as_tuple(view(as_layout(x[start:start + batch])))]

@@ -218,3 +218,47 @@ def test_latency_objective_orders_by_measured_latency_and_reports_progress(tmp_p
     again = onnxwootz.prune(TEACHER, run_dir=tmp_path / "lat", objective="min latency",
                             constraint="accuracy >= 0.9999", **TINY)
     assert [t.candidate for t in again.trials] == tried  # cached latencies, same order
+
+
+def test_export_variant_is_checked_and_the_run_restores_threads_and_times_itself(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        started = time.perf_counter()
+        result = onnxwootz.prune(TEACHER, run_dir=tmp_path / "run", constraint="accuracy >= teacher - 0.5",
+                                 fold_bn=True, opset=14, threads=1, **TINY)
+        elapsed = time.perf_counter() - started
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert result.model is not None and 0 < result.wall_seconds <= elapsed
+    assert result.wall_seconds >= result.pretrain_seconds + sum(t.seconds for t in result.trials)
+    model = onnx.load(result.model)
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 14
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["teacher"] == str(TEACHER.resolve()) and summary["metric"] == "top1"
+    assert summary["test_metric"] == result.test_metric and summary["splits"]["test"] > 0
+
+
+def test_an_answer_that_fails_its_check_is_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export variant that computes something else (here: a scaled classifier) must stop the
+    run before the file exists."""
+    import onnxwootz.passes.export as export
+    from onnxwootz.passes.graph_index import replace_initializer
+
+    real = export.export_options
+
+    def broken(model, fold_bn=False, opset=None):
+        variant = real(model, fold_bn, opset)
+        gemm = next(n for n in variant.graph.node if n.op_type == "Gemm")
+        weight = next(i for i in variant.graph.initializer if i.name == gemm.input[1])
+        replace_initializer(variant, weight.name, 3 * onnx.numpy_helper.to_array(weight))
+        return variant
+
+    monkeypatch.setattr(export, "export_options", broken)
+    with pytest.raises(RuntimeError, match="disagrees with its torch view"):
+        onnxwootz.prune(TEACHER, run_dir=tmp_path / "run", output=tmp_path / "answer.onnx",
+                        constraint="accuracy >= teacher - 0.5", fold_bn=True, **TINY)
+    assert not (tmp_path / "answer.onnx").exists()
