@@ -492,12 +492,13 @@ def _check_fits(model: onnx.ModelProto, image_shape: list[int]) -> None:
 
 
 def _scatter(teacher: np.ndarray, student: np.ndarray, entries: list[dict]) -> np.ndarray:
-    """Student values written into a copy of the teacher tensor at the kept positions."""
+    """Student values written into a copy of the teacher tensor at the kept positions (a scalar
+    the torch view hands back as shape [1] goes back to its own shape)."""
     full = teacher.copy()
     index = [np.arange(n) for n in teacher.shape]
     for entry in entries:
         index[entry["axis"]] = np.asarray(entry["keep"])
-    full[np.ix_(*index)] = student
+    full[np.ix_(*index)] = np.reshape(student, [len(axis) for axis in index])
     return full
 
 

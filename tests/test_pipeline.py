@@ -262,3 +262,15 @@ def test_an_answer_that_fails_its_check_is_never_written(tmp_path: Path, monkeyp
         onnxwootz.prune(TEACHER, run_dir=tmp_path / "run", output=tmp_path / "answer.onnx",
                         constraint="accuracy >= teacher - 0.5", fold_bn=True, **TINY)
     assert not (tmp_path / "answer.onnx").exists()
+
+
+def test_block_weights_scatter_back_into_teacher_shapes() -> None:
+    """A scalar constant that the torch view trains comes back as shape [1]; a pruned conv's
+    kept filters land at their positions, the rest keep the teacher's values."""
+    from onnxwootz.pipeline import _scatter
+
+    scalar = _scatter(np.array(2.0, np.float32), np.array([3.0], np.float32), [])
+    assert scalar.shape == () and float(scalar) == 3.0
+    teacher = np.zeros((4, 2), np.float32)
+    full = _scatter(teacher, np.ones((2, 2), np.float32), [{"axis": 0, "keep": [1, 3]}])
+    np.testing.assert_array_equal(full, [[0, 0], [1, 1], [0, 0], [1, 1]])
