@@ -142,7 +142,7 @@ class Explorer:
                                "--data DIR (train/<class>/*.png, val/<class>/...) or --data FILE.npz")
         self.data_name = data
         self.data_path = Path(data).resolve().as_posix() if Path(data).exists() else data
-        self.dataset = load_dataset(data, self.preprocess, spec.seed, num_classes=_class_count(source))
+        self.dataset = load_dataset(data, self.preprocess, num_classes=_class_count(source), seed=spec.seed)
         input_shape = list(spec.input_shape or [1, *self.dataset.x_train.shape[1:]])
         _check_fits(source, list(self.dataset.x_train.shape[1:]))
         self.prepared = prepare(source, input_shape)
@@ -437,9 +437,6 @@ class Explorer:
         trials = [Trial(**{k: v for k, v in e.items() if k != "event"}) for e in self.rundir.all("trial")
                   if e["mode"] == self.mode]
         blocks_trained = self.rundir.all("block")
-        dataset = self.dataset
-        splits = {"train": len(dataset.x_train), "val": len(dataset.x_val), "test": len(dataset.x_test),
-                  "unlabeled": 0 if dataset.x_unlabeled is None else len(dataset.x_unlabeled)}
         result = PruneResult(
             teacher=str(self.model_path), model=str(self.answer_path) if answer else None,
             run_dir=str(self.rundir.path), mode=self.mode, objective=spec.objective, constraint=spec.constraint,
@@ -451,7 +448,7 @@ class Explorer:
             pretrain_seconds=sum(float(e["seconds"]) for e in blocks_trained),
             wall_seconds=time.perf_counter() - started, trials=trials, metric=self.metric.name,
             teacher_test_metric=self.teacher_test_metric, test_metric=self.test_metric() if answer else None,
-            splits=splits, preprocess=self.preprocess.to_dict(), input_shape=self.input_shape)
+            splits=self.dataset.splits, preprocess=self.preprocess.to_dict(), input_shape=self.input_shape)
         self.rundir.write_json("summary.json", result.to_dict())
         return result
 

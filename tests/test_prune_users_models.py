@@ -80,6 +80,24 @@ def prob_map(path: Path) -> Path:
     return path
 
 
+def ctc_recognizer(path: Path) -> Path:
+    """A CTC recognizer in PaddleOCR's form: [N, 3, 8, 32] -> softmax scores [N, 32, 4] over
+    (blank, 'a', 'b', space), its dictionary in the metadata."""
+    rng, nodes, inits = np.random.default_rng(3), [], []
+    trunk = _trunk(rng, nodes, inits)
+    _conv(rng, "cls", 16, 4, 1, trunk, "per_pixel", nodes, inits)
+    inits[-2] = numpy_helper.from_array(4 * numpy_helper.to_array(inits[-2]), "cls.w")  # confident, varied readings
+    inits[-1] = numpy_helper.from_array(np.zeros(4, np.float32), "cls.b")
+    nodes += [helper.make_node("ReduceMean", ["per_pixel"], ["columns"], axes=[2], keepdims=0),
+              helper.make_node("Transpose", ["columns"], ["steps"], perm=[0, 2, 1]),
+              helper.make_node("Softmax", ["steps"], ["scores"], axis=2)]
+    model = _model(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 32])],
+                   [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 32, 4])], "ctc")
+    model.metadata_props.add(key="character", value="a\nb")
+    onnx.save(model, str(path))
+    return path
+
+
 def images(path: Path, count: int = 160, size: int = 16) -> Path:
     """Unlabeled RGB images (smooth random fields, so maps have structure), train and val."""
     rng = np.random.default_rng(2)
@@ -178,6 +196,30 @@ def test_probability_map_with_dynamic_dims_through_the_cli(tmp_path: Path) -> No
     assert next(e for e in trials if e["event"] == "teacher")["model"] == str(model.resolve())
 
 
+def test_ctc_recognizer_is_held_to_text_accuracy_on_string_labels(tmp_path: Path) -> None:
+    """Labels are the teacher's own readings of random images, so the teacher reads 1.0; the
+    answer's test figure is its exact-match rate, recomputed here with ONNX Runtime."""
+    from onnxwootz.ctc import charset_of, ctc_greedy_decode
+
+    model = ctc_recognizer(tmp_path / "rec.onnx")
+    columns = np.random.default_rng(4).integers(0, 256, size=(120, 1, 8, 3))
+    x = np.repeat(np.repeat(columns, 8, axis=1), 4, axis=2).astype(np.uint8)  # 8 glyph-like columns
+    preprocess = json.dumps({"size": [8, 32], "channels": 3, "scale": 1 / 255, "mean": [0.5], "std": [0.25]})
+    inputs = Preprocess.from_dict(json.loads(preprocess)).apply(x)
+    charset = charset_of(onnx.load(str(model)), 4)
+    texts = np.array(ctc_greedy_decode(_outputs(model, inputs)[0], charset))
+    assert len(set(texts)) > 5  # the readings differ: a real task
+    data = tmp_path / "texts.npz"
+    np.savez(data, x_train=x[:60], y_train=texts[:60], x_val=x[60:], y_val=texts[60:])
+    result = onnxwootz.prune(model, data=str(data), run_dir=tmp_path / "run", preprocess=preprocess,
+                             constraint="accuracy >= teacher - 0.9", **TINY)
+    assert result.metric == "text" and result.teacher_accuracy == 1.0 and result.teacher_test_metric == 1.0
+    assert result.model is not None
+    dataset = load_dataset(str(data), Preprocess.from_dict(json.loads(preprocess)))
+    read = ctc_greedy_decode(_outputs(result.model, dataset.x_test)[0], charset)
+    assert result.test_metric == pytest.approx(np.mean([r.strip() == t.strip() for r, t in zip(read, dataset.y_test)]))
+
+
 def test_a_callable_metric_from_the_python_api(tmp_path: Path) -> None:
     model, data = two_heads(tmp_path / "two.onnx"), images(tmp_path / "x.npz")
     seen = []
@@ -200,8 +242,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     x = np.load(rgb)["x_train"]
     texts = np.array(["a", "b"] * (len(x) // 2))
     np.savez(root / "texts.npz", x_train=x, y_train=texts, x_val=x, y_val=texts)
+    np.savez(root / "raw9.npz", x=np.zeros((40, 1, 9, 9), np.float32))
     return {"digits": digits_unlabeled(root / "digits.npz"), "rgb": rgb, "texts": root / "texts.npz",
-            "map": prob_map(root / "map.onnx"), "two": two_heads(root / "two.onnx")}
+            "map": prob_map(root / "map.onnx"), "two": two_heads(root / "two.onnx"),
+            "raw9": root / "raw9.npz"}
 
 
 GRAY = json.dumps({"size": [16, 16], "channels": 1, "scale": 1 / 16, "mean": [0.5], "std": [0.5]})
@@ -219,6 +263,7 @@ SMALL_RGB = json.dumps({"size": [8, 8], "channels": 3, "scale": 1.0, "mean": [0.
     ("map", "rgb", {}, BadSpecError, "--preprocess"),
     ("map", "rgb", {"preprocess": UNIT_RGB}, BadSpecError, "pass --metric"),
     ("two", "digits", {"preprocess": SMALL_RGB, "metric": "fidelity"}, BadDataError, "the model's input 'x' is"),
+    ("teacher", "raw9", {"preprocess": "none"}, BadDataError, r"images become \[1, 9, 9\] after preprocessing but the model.s input"),
 ])
 def test_misuses_are_one_clear_error(files, tmp_path: Path, model, data, options, error, fragment) -> None:
     path = TEACHER if model == "teacher" else files[model]
