@@ -378,7 +378,8 @@ class Explorer:
         def on_device(x: np.ndarray) -> torch.Tensor:
             return prepare_input(torch.from_numpy(np.ascontiguousarray(x)), self.device)
 
-        self.x_val, self.x_test, self.x_inputs = on_device(dataset.x_val), on_device(dataset.x_test), on_device(dataset.x_inputs)
+        self.x_val, self.x_test = on_device(dataset.x_val), on_device(dataset.x_test)
+        self.x_inputs = on_device(dataset.x_inputs)
         self.costs = CostModel(self.prepared, spec.granularity, spec.round_to)
         stem = self.model_path.name.removesuffix(".onnx")
         self.answer_path = Path(output) if output else self.rundir.path / f"{stem}.pruned.onnx"
@@ -414,7 +415,8 @@ class Explorer:
         view = prepare_module(TorchGraph(load_model(self.answer_path)), self.device)
         return self.metric(predict_outputs(view, self.x_test), self.teacher_test, self.dataset.y_test)
 
-    def run(self, output: str | os.PathLike[str] | None, executor: "Executor", started: float | None = None) -> PruneResult:
+    def run(self, output: str | os.PathLike[str] | None, executor: "Executor",
+            started: float | None = None) -> PruneResult:
         import torch
 
         started = time.perf_counter() if started is None else started

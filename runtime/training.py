@@ -99,9 +99,9 @@ class TeacherTaps:
     """The teacher's tensors at named taps (block boundaries) for rows of the image pool `x`.
 
     When they fit in `budget` bytes for the whole pool (as computed, else in bf16), they are
-    computed once (batches of CACHE_BATCH, no gradients) and held on the device: a pre-training step then runs no teacher
-    at all (on the bundled glyphs teacher that is a third of a multiplexed step), and every
-    later lazy pass reuses them. Otherwise each batch runs the teacher, tapped at just the names
+    computed once (batches of CACHE_BATCH, no gradients) and held on the device: a pre-training
+    step then runs no teacher at all (on the bundled glyphs teacher that is a third of a
+    multiplexed step), and every later lazy pass reuses them. Otherwise each batch runs the teacher, tapped at just the names
     asked for. Both run the same torch view, so they give the same values; which of the two is
     fixed at construction, from every name that may be asked for, so a result never depends on
     how blocks are grouped into passes."""

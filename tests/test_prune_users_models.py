@@ -58,7 +58,8 @@ def two_heads(path: Path) -> Path:
     rng, nodes, inits = np.random.default_rng(0), [], []
     trunk = _trunk(rng, nodes, inits)
     _conv(rng, "box", 16, 4, 1, trunk, "boxes", nodes, inits)
-    nodes += [helper.make_node("GlobalAveragePool", [trunk], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["flat"])]
+    nodes += [helper.make_node("GlobalAveragePool", [trunk], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["flat"])]
     inits.append(numpy_helper.from_array(rng.normal(size=(3, 16)).astype(np.float32), "fc.w"))
     nodes.append(helper.make_node("Gemm", ["flat", "fc.w"], ["scores"], transB=1))
     model = _model(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
@@ -263,7 +264,8 @@ SMALL_RGB = json.dumps({"size": [8, 8], "channels": 3, "scale": 1.0, "mean": [0.
     ("map", "rgb", {}, BadSpecError, "--preprocess"),
     ("map", "rgb", {"preprocess": UNIT_RGB}, BadSpecError, "pass --metric"),
     ("two", "digits", {"preprocess": SMALL_RGB, "metric": "fidelity"}, BadDataError, "the model's input 'x' is"),
-    ("teacher", "raw9", {"preprocess": "none"}, BadDataError, r"images become \[1, 9, 9\] after preprocessing but the model.s input"),
+    ("teacher", "raw9", {"preprocess": "none"}, BadDataError,
+     r"images become \[1, 9, 9\] after preprocessing but the model.s input"),
 ])
 def test_misuses_are_one_clear_error(files, tmp_path: Path, model, data, options, error, fragment) -> None:
     path = TEACHER if model == "teacher" else files[model]
