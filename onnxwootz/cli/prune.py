@@ -15,10 +15,10 @@ from onnxwootz.cli import JSON_OPTION, RichProgress, app, console, execute
 def prune(
     model: Path = typer.Argument(..., help="Trained teacher (ONNX); its 'onnxwootz.preprocess' metadata, or "
                                  "--preprocess, says how to feed it."),
-    data: Optional[str] = typer.Option(None, "--data", help="digits | DIR (train/<class>/..., val/<class>/...) | "
-                                       "FILE.npz (x_train, y_train, x_val, y_val; optional x_unlabeled, or an "
-                                       "unlabeled/ folder: images for block pre-training and distillation, which "
-                                       "need no labels). Default: the dataset the model's metadata names."),
+    data: Optional[str] = typer.Option(None, "--data", help="digits | DIR (class folders, images with labels.tsv, or "
+                                       "plain images; train/ val/ test/ optional) | FILE.npz (x_train, x_val, x_test "
+                                       "with or without y_*, or x alone; optional x_unlabeled). Val decides, test "
+                                       "only reports. Default: the dataset the model's metadata names."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="TOML spec; flags below override it."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Resumable run directory (default runs/<model>)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the answer (default in the run dir)."),
@@ -31,9 +31,10 @@ def prune(
                                                   "means the metric, which may be named: 'map_iou >= 0.9'."),
     metric: Optional[str] = typer.Option(None, "--metric",
                                          help="top1 (class labels) | agreement (top-1 with the teacher) | fidelity "
-                                              "(R^2 of every output vs the teacher's) | map_iou[@THR] (IoU of "
-                                              "thresholded maps, default 0.3) | text (CTC exact match, text "
-                                              "labels). Default: top1 with class labels, agreement without."),
+                                              "(R^2 of every output vs the teacher's) | map_iou or map_iou@THR (IoU "
+                                              "of thresholded maps, THR 0.3 by default) | text (CTC exact match, "
+                                              "text labels). Default: top1 with class labels, text with text "
+                                              "labels, agreement without labels (classifiers)."),
     preprocess: Optional[str] = typer.Option(None, "--preprocess",
                                              help="imagenet | unit | none (arrays are model inputs) | a JSON object "
                                                   "| FILE.json. Default: the model's metadata."),
