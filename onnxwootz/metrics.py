@@ -26,7 +26,9 @@ from onnxwootz.errors import BadDataError, BadSpecError
 MetricFunction = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], "np.ndarray | None"], float]
 DEFAULT_MAP_THRESHOLD = 0.3
 """DBNet's binarization threshold on its probability map (PaddleOCR's det_db_thresh)."""
-NAMES = ("top1", "agreement", "fidelity", "map_iou", "text")
+LABELS_OF = {"top1": "class", "agreement": None, "fidelity": None, "map_iou": None, "text": "text"}
+"""Each registry metric's labels: class indices, texts, or none."""
+NAMES = tuple(LABELS_OF)
 _NAME = re.compile(r"^(top1|agreement|fidelity|text|map_iou(?:@([0-9]*\.?[0-9]+))?)$")
 
 
@@ -131,13 +133,13 @@ def build_metric(name: str, model: onnx.ModelProto, output_shape: Sequence[int])
     `output_shape` is the first output's shape, whose last dim is the class count)."""
     name = parse_metric_name(name)
     if name == "top1":
-        return Metric(name, "class", top1)
+        return Metric(name, LABELS_OF[name], top1)
     if name == "agreement":
-        return Metric(name, None, agreement)
+        return Metric(name, LABELS_OF[name], agreement)
     if name == "fidelity":
-        return Metric(name, None, fidelity)
+        return Metric(name, LABELS_OF[name], fidelity)
     if name.startswith("map_iou"):
-        return Metric(name, None, map_iou(float(name.split("@")[1])))
+        return Metric(name, LABELS_OF["map_iou"], map_iou(float(name.split("@")[1])))
     from onnxwootz.ctc import charset_of
 
     if len(output_shape) != 3:
@@ -147,7 +149,7 @@ def build_metric(name: str, model: onnx.ModelProto, output_shape: Sequence[int])
     if charset is None:
         raise BadSpecError("metric 'text' needs the model's character set: its metadata has no 'character' entry "
                            "(PaddleOCR's dictionary, one character per line)")
-    return Metric(name, "text", text(charset))
+    return Metric(name, LABELS_OF[name], text(charset))
 
 
 def custom_metric(function: MetricFunction) -> Metric:

@@ -159,7 +159,8 @@ class Explorer:
                                    "write the constraint with 'accuracy'")
             self.metric: Metric = custom_metric(metric_function)
         else:
-            name = spec.metric_name() or default_metric_name(self.dataset.labels, first_shape)
+            name = (spec.metric_name() or _recorded_metric(teacher, self.dataset.labels)
+                    or default_metric_name(self.dataset.labels, first_shape))
             self.metric = build_metric(name, teacher, first_shape)
         check_labels(self.metric, self.dataset.labels)
         self.finetune_loss = spec.finetune_loss or ("ce" if self.metric.labels == "class" else "kd")
@@ -462,6 +463,19 @@ def _absolute_paths(spec: Spec) -> Spec:
     if value is not None and value.strip().lower().endswith(".json") and Path(value.strip()).is_file():
         return dataclasses.replace(spec, preprocess=Path(value.strip()).resolve().as_posix())
     return spec
+
+
+def _recorded_metric(model: onnx.ModelProto, labels: str | None) -> str | None:
+    """The registry metric a pruned model was held to (its metadata), when the data suits it:
+    pruning an answer again needs no --metric."""
+    from onnxwootz.metrics import LABELS_OF, parse_metric_name
+    from onnxwootz.preprocess import get_metadata
+
+    try:
+        name = parse_metric_name(get_metadata(model, METRIC_KEY) or "")
+    except BadSpecError:
+        return None
+    return name if LABELS_OF[name.split("@")[0]] in (None, labels) else None
 
 
 def _static_dims(value: onnx.ValueInfoProto) -> list[int | None]:

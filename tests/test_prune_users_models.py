@@ -195,6 +195,9 @@ def test_probability_map_with_dynamic_dims_through_the_cli(tmp_path: Path) -> No
     assert result["wall_seconds"] > 0
     trials = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
     assert next(e for e in trials if e["event"] == "teacher")["model"] == str(model.resolve())
+    again = onnxwootz.prune(result["model"], data=str(data), run_dir=tmp_path / "again",
+                            constraint="accuracy >= teacher - 0.4", **TINY)  # no flags: its metadata says
+    assert again.metric == "map_iou@0.5" and again.preprocess == result["preprocess"]
 
 
 def test_ctc_recognizer_is_held_to_text_accuracy_on_string_labels(tmp_path: Path) -> None:
