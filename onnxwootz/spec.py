@@ -7,6 +7,7 @@ constraint may name its metric instead of `accuracy` (`map_iou >= 0.9`; onnxwoot
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -26,7 +27,6 @@ CHOICES = {
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_]\w*(?:@[0-9]*\.?[0-9]+)?)\s*>=\s*(?:(teacher)\s*-\s*)?([0-9]*\.?[0-9]+)\s*$")
 ANY_METRIC = "accuracy"
 """The constraint's word for whichever metric the run uses."""
-PRESETS = ("imagenet", "unit", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +116,7 @@ class Spec:
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.input_shape)):
             raise BadSpecError(f"input_shape must be positive integers like [1, 3, 224, 224], got {self.input_shape}")
         if self.preprocess is not None and not isinstance(self.preprocess, str):
-            raise BadSpecError(f"preprocess must be a preset ({', '.join(PRESETS)}), a JSON object or a .json path, "
-                               f"got {self.preprocess!r}")
+            raise BadSpecError(f"preprocess must be a preset name, a JSON object or a .json path, got {self.preprocess!r}")
         return self
 
     def metric_name(self) -> str | None:
@@ -161,6 +160,8 @@ def load_spec(path: str | Path | None = None, **overrides: Any) -> Spec:
             raise BadSpecError(f"{path} is not valid TOML: {exc}") from None
         values.update(data.get("prune", data))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("preprocess"), dict):  # a TOML table: the same object as --preprocess '{...}'
+        values["preprocess"] = json.dumps(values["preprocess"])
     known = {f.name for f in dataclasses.fields(Spec)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -3,6 +3,7 @@ is one BadSpecError line that names the field."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,17 @@ def test_bad_values_are_one_line_spec_errors(overrides: dict, fragment: str) -> 
     with pytest.raises(BadSpecError, match=fragment) as caught:
         load_spec(**overrides)
     assert "\n" not in str(caught.value)
+
+
+def test_users_model_fields_load_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "spec.toml"
+    path.write_text('[prune]\nmetric = "map_iou@0.5"\ninput_shape = [1, 3, 64, 64]\nconstraint = "map_iou@0.5 >= 0.8"\n'
+                    '[prune.preprocess]\nsize = [64, 64]\nchannels = 3\nscale = 0.00392\nmean = [0.5]\nstd = [0.5]\n')
+    spec = load_spec(path)
+    assert spec.metric_name() == "map_iou@0.5" and spec.input_shape == [1, 3, 64, 64]
+    assert json.loads(spec.preprocess)["size"] == [64, 64]
+    assert load_spec().finetune_loss is None  # chosen from the metric: ce for top1, kd otherwise
+    for bad, fragment in (({"input_shape": [1, 0, 8]}, "input_shape must be positive"),
+                          ({"metric": "iou"}, "unknown metric 'iou'")):
+        with pytest.raises(BadSpecError, match=fragment):
+            load_spec(**bad)
