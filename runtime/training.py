@@ -1,7 +1,8 @@
 """Training loops on torch views of ONNX graphs: evaluation, the teacher's tensors at block
-boundaries (held for the whole image pool when they fit, else one teacher pass per batch),
-multiplexed block pre-training (every student reads the same batch of them) and fine-tuning
-with early stopping.
+boundaries or outputs (held for the whole image pool when they fit, else one teacher pass per
+batch), multiplexed block pre-training (every student reads the same batch of them) and
+fine-tuning with early stopping, on labels or by distilling every teacher output (a loss per
+output kind, from the op that produces it).
 
 Defaults were chosen by measurement (see benchmarks/b3_exploration.py and the Spec): students
 train with Adam under a cosine-decayed learning rate on their MSE divided by the teacher
@@ -101,10 +102,10 @@ class TeacherTaps:
     When they fit in `budget` bytes for the whole pool (as computed, else in bf16), they are
     computed once (batches of CACHE_BATCH, no gradients) and held on the device: a pre-training
     step then runs no teacher at all (on the bundled glyphs teacher that is a third of a
-    multiplexed step), and every later lazy pass reuses them. Otherwise each batch runs the teacher, tapped at just the names
-    asked for. Both run the same torch view, so they give the same values; which of the two is
-    fixed at construction, from every name that may be asked for, so a result never depends on
-    how blocks are grouped into passes."""
+    multiplexed step), and every later lazy pass reuses them. Otherwise each batch runs the
+    teacher, tapped at just the names asked for. Both run the same torch view, so they give the
+    same values; which of the two is fixed at construction, from every name that may be asked
+    for, so a result never depends on how blocks are grouped into passes."""
 
     def __init__(self, teacher: onnx.ModelProto, names: Sequence[str], x: torch.Tensor, device: torch.device,
                  autocast: bool = True, budget: int = TAP_CACHE_BYTES) -> None:
@@ -241,7 +242,6 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temper
                     reduction="batchmean", log_target=True) * temperature ** 2
 
 
-OUTPUT_KINDS = ("softmax", "sigmoid", "logits", "tensor")
 _PASS_THROUGH = ("Identity",)
 PROBABILITY_FLOOR = 1e-7
 """Probabilities are clamped to [floor, 1 - floor] before their log: a student's exact 0 would
