@@ -21,6 +21,7 @@ import datetime
 import fcntl
 import fnmatch
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -114,7 +115,7 @@ class RunDir:
         if fresh:
             _remove_tool_files(self.path)
         recorded = _read_run_file(self.path)
-        if recorded is None and any(self._tool_files(exclude=(LOCK_FILE,))):
+        if recorded is None and any(p.name != LOCK_FILE for p in _matching(self.path, TOOL_FILES)):
             raise BadSpecError(f"{self.path} holds onnxwootz files but no {RUN_FILE} (whose run they are is "
                                "unknown); pass --fresh to start over or another --run-dir")
         self._check_identity(recorded)
@@ -133,10 +134,10 @@ class RunDir:
         """Never write into (or clean) a folder of someone else's files."""
         if (self.path / RUN_FILE).exists():
             return
-        foreign = sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob("*")
-                         if p.is_file() and not _owned(p.relative_to(self.path).as_posix()))
+        relative = (p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file())
+        foreign = list(itertools.islice((name for name in relative if not _owned(name)), 4))  # a big folder: stop early
         if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
             raise BadSpecError(f"{self.path} is not an onnxwootz run directory and holds other files ({shown}); "
                                f"{'--fresh removes only its own files, so ' if fresh else ''}"
                                "pass a new or empty --run-dir")
@@ -146,16 +147,13 @@ class RunDir:
             raise BadSpecError(f"{self.path} holds a different run (other model, data or spec); "
                                "pass --fresh to start over or another --run-dir")
 
-    def _tool_files(self, exclude: tuple[str, ...] = ()) -> Iterable[Path]:
-        return (p for p in _matching(self.path, TOOL_FILES) if p.relative_to(self.path).as_posix() not in exclude)
-
     def _write_run_file(self) -> None:
         write_json(self.path / RUN_FILE, {"identity": self.identity, "fingerprint": fingerprint(self.identity),
                                           "cwd": os.getcwd(), "files": sorted(self.files)})
 
     def _writer(self) -> None:
         if not self.writable:
-            raise RuntimeError(f"{self.path} was opened with lock=False, for reading only")
+            raise RuntimeError(f"{self.path} is closed or was opened with lock=False: it cannot be written")
 
     # -- the journal --------------------------------------------------------------------------------
     def _repair(self) -> None:
