@@ -90,6 +90,8 @@ def test_a_second_process_is_refused_naming_the_holder_until_it_is_killed(tmp_pa
     message = str(refused.value)
     assert f"pid {holder.pid} on {socket.gethostname()}" in message and "in use by another onnxwootz run" in message
     assert "\n" not in message
+    with pytest.raises(RunDirBusyError):
+        RunDir(tmp_path / "run", {"model": "held"}, fresh=True)  # refused before removing anything
     assert read_events(tmp_path / "run" / "journal.jsonl") == [{"event": "teacher", "accuracy": 0.5}]
     holder.send_signal(signal.SIGKILL)
     holder.wait()
