@@ -114,3 +114,27 @@ def test_teachers_work_on_the_renderings(teachers: dict[str, Path]) -> None:
     assert cls["top1"] >= 0.9
     assert rec["exact"] >= 0.7 and rec["char"] >= 0.9
     assert det["found"] >= 0.8 and det["on_inside_boxes"] >= 0.9 and det["mean_map"] < 0.2
+
+
+def test_the_project_loader_reads_every_rendering(tmp_path: Path) -> None:
+    """What `onnxwootz prune --data DIR --preprocess JSON` will see: class labels in the
+    teacher's order, exact texts, label-free scenes, each split at the teacher's input size."""
+    import json
+
+    from onnxwootz.data import load_dataset
+    from onnxwootz.preprocess import Preprocess
+
+    counts = {"n_train": 4, "n_val": 2, "n_test": 2}
+    task.render_cls(tmp_path / "cls", **counts)
+    task.render_rec(tmp_path / "rec", **counts)
+    task.render_det(tmp_path / "det", **counts)
+    cls = load_dataset(str(tmp_path / "cls"), Preprocess.from_json(json.dumps(task.PREPROCESS["cls"])), num_classes=2)
+    assert cls.labels == "class" and cls.x_test.shape == (2, 3, 48, 192)
+    expected = [label for _, label in task.cls_samples(task._split_rngs(0, 0)["test"], 2)]
+    assert sorted(cls.y_test.tolist()) == sorted(expected) == [0, 1]
+    rec = load_dataset(str(tmp_path / "rec"), Preprocess.from_json(json.dumps(task.PREPROCESS["rec"])))
+    assert rec.labels == "text" and rec.x_train.shape == (4, 3, 48, 320)
+    assert rec.y_test.tolist() == [text for _, text in task.rec_samples(task._split_rngs(0, 1)["test"], 2)]
+    det = load_dataset(str(tmp_path / "det"), Preprocess.from_json(json.dumps(task.PREPROCESS["det"])))
+    assert det.labels is None and det.splits == {"train": 4, "val": 2, "test": 2, "unlabeled": 0}
+    assert det.x_val.shape == (2, 3, *task.DET_SIZE)
