@@ -30,7 +30,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_models_are_extracted_and_hash_checked(teachers: dict[str, Path], tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    shutil.copy(ocr.default_cache() / ocr.WHEEL, cache / ocr.WHEEL)
+    shutil.copy(ocr._wheel(ocr.default_cache()), cache / ocr.WHEEL)
     for name, (_, digest) in ocr.MODELS.items():
         path = ocr.ocr_model(name, cache=cache)
         assert path.parent == cache and ocr._sha256(path) == digest
