@@ -382,6 +382,136 @@ def shufflenet(num_classes: int = 10, width: int = 16) -> nn.Module:
     return _Classifier(nn.Sequential(*modules), nn.Linear(width * 8, num_classes))
 
 
+# ---------------------------------------------------------------- YOLOv8-style detector
+
+
+class YoloConv(nn.Sequential):
+    """Conv (no bias) -> BatchNorm -> SiLU, YOLOv8's `Conv`."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1) -> None:
+        super().__init__(_conv_bn(cin, cout, kernel, stride, act=nn.SiLU))
+
+
+class YoloBottleneck(nn.Module):
+    def __init__(self, channels: int, shortcut: bool) -> None:
+        super().__init__()
+        self.cv1 = YoloConv(channels, channels, 3)
+        self.cv2 = YoloConv(channels, channels, 3)
+        self.add = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv2(self.cv1(x))
+        return x + y if self.add else y
+
+
+class C2f(nn.Module):
+    """YOLOv8's C2f: a 1x1 conv split in two halves (Split), bottlenecks chained on the second,
+    every intermediate concatenated, a 1x1 conv after."""
+
+    def __init__(self, cin: int, cout: int, repeats: int, shortcut: bool) -> None:
+        super().__init__()
+        self.hidden = cout // 2
+        self.cv1 = YoloConv(cin, 2 * self.hidden)
+        self.cv2 = YoloConv((2 + repeats) * self.hidden, cout)
+        self.m = nn.ModuleList(YoloBottleneck(self.hidden, shortcut) for _ in range(repeats))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = list(self.cv1(x).split((self.hidden, self.hidden), 1))
+        for block in self.m:
+            parts.append(block(parts[-1]))
+        return self.cv2(torch.cat(parts, 1))
+
+
+class SPPF(nn.Module):
+    """Spatial pyramid pooling, fast: three chained 5x5 max pools concatenated with their input."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.cv1 = YoloConv(cin, cin // 2)
+        self.cv2 = YoloConv(cin // 2 * 4, cout)
+        self.pool = nn.MaxPool2d(5, 1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [self.cv1(x)]
+        for _ in range(3):
+            parts.append(self.pool(parts[-1]))
+        return self.cv2(torch.cat(parts, 1))
+
+
+class YoloV8(nn.Module):
+    """YOLOv8's detection architecture (backbone, FPN/PAN neck with Upsample + Concat, three
+    decoupled heads with separate box and class branches). `decode=True` gives YOLOv8's export
+    output [N, 4 + classes, anchors]: DFL-decoded xywh boxes in input pixels and sigmoid class
+    scores; `decode=False` gives the three raw head outputs [N, 4 * reg_max + classes, H_i, W_i]
+    (a multi-output model)."""
+
+    strides = (8, 16, 32)
+
+    def __init__(self, num_classes: int = 80, width: float = 0.25, depth: float = 0.33, reg_max: int = 16,
+                 decode: bool = True) -> None:
+        super().__init__()
+        c = [max(8, int(round(channels * width))) for channels in (64, 128, 256, 512, 1024)]
+        n = [max(1, round(repeats * depth)) for repeats in (3, 6, 6, 3)]
+        self.num_classes, self.reg_max, self.decode = num_classes, reg_max, decode
+        self.stem = nn.Sequential(YoloConv(3, c[0], 3, 2), YoloConv(c[0], c[1], 3, 2), C2f(c[1], c[1], n[0], True))
+        self.p3 = nn.Sequential(YoloConv(c[1], c[2], 3, 2), C2f(c[2], c[2], n[1], True))
+        self.p4 = nn.Sequential(YoloConv(c[2], c[3], 3, 2), C2f(c[3], c[3], n[2], True))
+        self.p5 = nn.Sequential(YoloConv(c[3], c[4], 3, 2), C2f(c[4], c[4], n[3], True), SPPF(c[4], c[4]))
+        self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
+        self.top4 = C2f(c[4] + c[3], c[3], n[3], False)
+        self.top3 = C2f(c[3] + c[2], c[2], n[3], False)
+        self.down3 = YoloConv(c[2], c[2], 3, 2)
+        self.out4 = C2f(c[2] + c[3], c[3], n[3], False)
+        self.down4 = YoloConv(c[3], c[3], 3, 2)
+        self.out5 = C2f(c[3] + c[4], c[4], n[3], False)
+        levels = (c[2], c[3], c[4])
+        box_width, class_width = max(16, levels[0] // 4, 4 * reg_max), max(levels[0], min(num_classes, 100))
+        self.box = nn.ModuleList(nn.Sequential(YoloConv(ch, box_width, 3), YoloConv(box_width, box_width, 3),
+                                               nn.Conv2d(box_width, 4 * reg_max, 1)) for ch in levels)
+        self.cls = nn.ModuleList(nn.Sequential(YoloConv(ch, class_width, 3), YoloConv(class_width, class_width, 3),
+                                               nn.Conv2d(class_width, num_classes, 1)) for ch in levels)
+        self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        p3 = self.p3(self.stem(x))
+        p4 = self.p4(p3)
+        p5 = self.p5(p4)
+        t4 = self.top4(torch.cat([self.up(p5), p4], 1))
+        o3 = self.top3(torch.cat([self.up(t4), p3], 1))
+        o4 = self.out4(torch.cat([self.down3(o3), t4], 1))
+        o5 = self.out5(torch.cat([self.down4(o4), p5], 1))
+        heads = [torch.cat([box(level), cls(level)], 1) for level, box, cls in zip((o3, o4, o5), self.box, self.cls)]
+        if not self.decode:
+            return tuple(heads)
+        return self._decode(heads)
+
+    def _decode(self, heads: list[torch.Tensor]) -> torch.Tensor:
+        """DFL (softmax over reg_max bins, expectation) -> distances to each anchor's box sides
+        -> xywh in input pixels, beside sigmoid class scores: [N, 4 + classes, anchors]."""
+        batch = heads[0].shape[0]
+        flat = torch.cat([head.flatten(2) for head in heads], 2)
+        distances, scores = flat.split((4 * self.reg_max, self.num_classes), 1)
+        distances = distances.view(batch, 4, self.reg_max, -1).softmax(2)
+        distances = (distances * self.bins.view(1, 1, -1, 1)).sum(2)
+        anchors, strides = [], []
+        for head, stride in zip(heads, self.strides):
+            height, width = head.shape[2:]
+            ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32) + 0.5,
+                                    torch.arange(width, dtype=torch.float32) + 0.5, indexing="ij")
+            anchors.append(torch.stack([xs.flatten(), ys.flatten()]))
+            strides.append(torch.full((height * width,), float(stride)))
+        centre, stride = torch.cat(anchors, 1), torch.cat(strides)
+        left_top, right_bottom = distances.split((2, 2), 1)
+        xy = (centre + (right_bottom - left_top) / 2) * stride
+        wh = (left_top + right_bottom) * stride
+        return torch.cat([xy, wh, scores.sigmoid()], 1)
+
+
+def yolo_v8(num_classes: int = 80, width: float = 0.25, depth: float = 0.33, decode: bool = True) -> YoloV8:
+    """YOLOv8n at the defaults (3.16M params at 80 classes, like ultralytics' yolov8n.yaml)."""
+    return YoloV8(num_classes, width, depth, decode=decode)
+
+
 # ---------------------------------------------------------------- test configurations
 
 
@@ -395,7 +525,16 @@ BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "vgg_net": lambda: vgg_net(num_classes=10, width=8),
     "shufflenet": lambda: shufflenet(num_classes=10, width=8),
 }
-"""Tiny configurations of every architecture; all accept TEST_INPUT_SHAPE."""
+"""Tiny configurations of every classifier architecture; all accept TEST_INPUT_SHAPE and give
+(batch, 10) logits."""
+
+DETECTORS: dict[str, Callable[[], nn.Module]] = {
+    "yolo_v8": lambda: yolo_v8(num_classes=6, width=0.125),
+    "yolo_v8_heads": lambda: yolo_v8(num_classes=6, width=0.125, decode=False),
+}
+"""Tiny YOLOv8-style detectors (accept TEST_INPUT_SHAPE): one decoded output [N, 10, 21], or the
+three raw head outputs [N, 70, 4, 4], [N, 70, 2, 2], [N, 70, 1, 1]. Kept apart from BUILDERS,
+whose tests expect classifier logits."""
 
 
 def randomize_bn(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -416,10 +555,11 @@ def randomize_bn(module: nn.Module, seed: int = 0) -> nn.Module:
 def build(name: str, seed: int = 0) -> nn.Module:
     """The test configuration `name` with seeded weights and randomized BatchNorm, in eval mode:
     the same call gives the same module in every process."""
-    if name not in BUILDERS:
-        raise KeyError(f"unknown builder '{name}'; known: {', '.join(BUILDERS)}")
+    known = {**BUILDERS, **DETECTORS}
+    if name not in known:
+        raise KeyError(f"unknown builder '{name}'; known: {', '.join(known)}")
     torch.manual_seed(seed)
-    return randomize_bn(BUILDERS[name](), seed).eval()
+    return randomize_bn(known[name](), seed).eval()
 
 
 def example_input(batch: int = 1, seed: int = 0) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Atomic file writes: a temporary file in the target folder, fsync, then a rename, so that a
-crash or Ctrl-C never leaves a half-written output."""
+"""Atomic file writes: a temporary file in the target folder, fsync, then a rename (and an fsync
+of the folder, so the rename itself is durable before anything that refers to the file is
+journaled), so that a crash or Ctrl-C never leaves a half-written output."""
 
 from __future__ import annotations
 
@@ -16,6 +17,20 @@ def _umask() -> int:
     return current
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or a new file in `path` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse to fsync a folder; the rename is then as durable as they allow
+    finally:
+        os.close(fd)
+
+
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +42,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -48,3 +48,8 @@ class InterruptedRunError(WootzError):
     """The run was interrupted; finished work is kept in the run directory."""
 
     exit_code = 130
+
+
+class RunDirBusyError(BadSpecError):
+    """Another process holds the run directory (a second `prune` on it): exit 4, like the other
+    refusals of a --run-dir."""

@@ -153,8 +153,13 @@ class Preprocess:
     def to_dict(self) -> dict[str, object]:
         if self.passthrough:
             return {"preset": PASSTHROUGH, "channels": self.channels}
-        return {"size": list(self.size), "channels": self.channels, "scale": self.scale, "mean": list(self.mean),
-                "std": list(self.std), "order": self.order, "resize": self.resize}
+        contract: dict[str, object] = {"size": list(self.size), "channels": self.channels, "scale": self.scale,
+                                       "mean": list(self.mean), "std": list(self.std)}
+        if self.order != "RGB":  # defaults left out: older readers, and older models, keep their exact form
+            contract["order"] = self.order
+        if self.resize != "stretch":
+            contract["resize"] = self.resize
+        return contract
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from onnxwootz.atomic import write_bytes, write_text
 from onnxwootz.errors import BadSpecError
+from onnxwootz.journal import JOURNAL_FILE, RUN_FILE, latest, read_events
 from onnxwootz.progress import NULL_PROGRESS, Progress
 from onnxwootz.results import Result
 
@@ -47,11 +48,13 @@ class CandidatePoint:
 
 @dataclasses.dataclass
 class ModelRow:
-    """The teacher or the answer: size, work, bytes on disk and measured latency (batch 1)."""
+    """The teacher or the answer: validation and held-out test metric (`test_metric` None for
+    runs that did not measure it), size, work, bytes on disk and measured latency (batch 1)."""
 
     role: str
     path: str | None
     accuracy: float | None
+    test_metric: float | None
     params: int | None
     macs: int | None
     file_bytes: int | None
@@ -76,13 +79,16 @@ class RunRow:
 
 @dataclasses.dataclass
 class ReportResult(Result):
-    """What `report` wrote and the numbers in its tables; only latencies change between calls."""
+    """What `report` wrote and the numbers in its tables; only latencies change between calls.
+    `metric` and `splits` (image counts per split) are None for runs that did not record them."""
 
     run_dir: str
     output: str
     mode: str
     objective: str
     constraint: str
+    metric: str | None
+    splits: dict[str, int] | None
     teacher_accuracy: float
     bound: float
     answer: int | None
@@ -98,12 +104,14 @@ class ReportResult(Result):
 
 @dataclasses.dataclass
 class _Run:
-    """A run directory as read back: its summary, its own trials (journal order) and identity."""
+    """A run directory as read back: its summary, its own trials (journal order), identity and
+    the working directory relative paths in the summary are relative to (None: unknown)."""
 
     path: Path
     summary: dict[str, Any]
     trials: list[dict[str, Any]]
     identity: dict[str, Any]
+    cwd: Path | None
 
     @property
     def answer(self) -> dict[str, Any] | None:
@@ -122,7 +130,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def load_run(path: str | os.PathLike[str]) -> _Run:
     """Read a run directory; a folder that is not one is a BadSpecError."""
     path = Path(path)
-    summary_file, journal_file = path / "summary.json", path / "journal.jsonl"
+    summary_file, journal_file = path / "summary.json", path / JOURNAL_FILE
     if not (summary_file.is_file() and journal_file.is_file()):
         raise BadSpecError(f"{path} is not an onnxwootz run directory (needs summary.json and journal.jsonl "
                            "from a finished `onnxwootz prune`)")
@@ -132,17 +140,25 @@ def load_run(path: str | os.PathLike[str]) -> _Run:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise BadSpecError(f"{path} is not an onnxwootz run directory (its summary.json is not a prune "
                            "summary)") from None
-    trials: dict[int, dict[str, Any]] = {}
-    for line in journal_file.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line, as the journal itself ignores
-        if event.get("event") == "trial" and event.get("mode") == mode:
-            trials[event["candidate"]] = event  # a candidate re-run later replaces its first trial
-    identity_file = path / "run.json"
-    identity = json.loads(identity_file.read_text()).get("identity", {}) if identity_file.is_file() else {}
-    return _Run(path, summary, list(trials.values()), identity)
+    trials = [t for t in latest(read_events(journal_file), "trial") if t.get("mode") == mode]
+    try:
+        recorded = json.loads((path / RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        recorded = {}
+    recorded = recorded if isinstance(recorded, dict) else {}
+    cwd = Path(recorded["cwd"]) if isinstance(recorded.get("cwd"), str) else _inferred_cwd(path, summary)
+    return _Run(path, summary, trials, recorded.get("identity") or {}, cwd)
+
+
+def _inferred_cwd(path: Path, summary: dict[str, Any]) -> Path | None:
+    """For runs whose run.json has no `cwd`: the folder the summary's relative `run_dir` was
+    relative to, when the run directory still sits at that place below it."""
+    recorded = Path(str(summary.get("run_dir") or ""))
+    if recorded.is_absolute() or not recorded.parts:
+        return None
+    here = path.resolve()
+    tail = len(recorded.parts)
+    return here.parents[tail - 1] if here.parts[-tail:] == recorded.parts and tail <= len(here.parents) else None
 
 
 def report(run_dir: str | os.PathLike[str], compare: str | os.PathLike[str] | None = None,
@@ -164,7 +180,8 @@ def report(run_dir: str | os.PathLike[str], compare: str | os.PathLike[str] | No
         answer = run.answer
         result = ReportResult(
             run_dir=str(run.path), output=str(out), mode=run.summary["mode"], objective=run.summary["objective"],
-            constraint=run.summary["constraint"], teacher_accuracy=run.summary["teacher_accuracy"],
+            constraint=run.summary["constraint"], metric=run.summary.get("metric"),
+            splits=run.summary.get("splits"), teacher_accuracy=run.summary["teacher_accuracy"],
             bound=run.summary["bound"], answer=answer["candidate"] if answer else None, provider=provider,
             device=device, compare=str(other.path) if other else None, candidates=candidates, models=models,
             runs=runs, notes=notes, files=[])
@@ -230,11 +247,13 @@ def _axes(trials: list[dict[str, Any]]) -> list[str]:
 
 
 def _locate(recorded: str | None, run: _Run) -> Path | None:
-    """A model path from the summary: as written, else by name inside the run directory (a run
-    dir that was moved, or a summary written from another working directory)."""
+    """A model path from the summary: a relative one against the run's working directory, then
+    as written, else by name inside the run directory (a run dir that was moved)."""
     if not recorded:
         return None
-    for candidate in (Path(recorded), run.path / Path(recorded).name):
+    path = Path(recorded)
+    near = [run.cwd / path] if run.cwd is not None and not path.is_absolute() else []
+    for candidate in (*near, path, run.path / path.name):
         if candidate.is_file():
             return candidate
     return None
@@ -272,12 +291,12 @@ def _models(run: _Run, bench: bool, provider: str, notes: list[str],
         latency = {p: by_label[str(p)] for p in present if str(p) in by_label}
         device = measured.device
     rows = [ModelRow("teacher", str(teacher) if teacher else summary["teacher"], summary["teacher_accuracy"],
-                     summary["teacher_params"], summary["teacher_macs"], _file_bytes(teacher) if teacher else None,
-                     latency.get(teacher) if teacher else None)]
+                     summary.get("teacher_test_metric"), summary["teacher_params"], summary["teacher_macs"],
+                     _file_bytes(teacher) if teacher else None, latency.get(teacher) if teacher else None)]
     if summary.get("model"):
         rows.append(ModelRow("answer", str(answer) if answer else summary["model"], summary["accuracy"],
-                             summary["params"], summary["macs"], _file_bytes(answer) if answer else None,
-                             latency.get(answer) if answer else None))
+                             summary.get("test_metric"), summary["params"], summary["macs"],
+                             _file_bytes(answer) if answer else None, latency.get(answer) if answer else None))
     return rows, device
 
 
@@ -302,6 +321,11 @@ def _plots(run: _Run, other: _Run | None, candidates: list[CandidatePoint]) -> d
     if any(t.get("curve") for r in runs for t in r.trials):
         images["finetune_curves.png"] = _curves_plot(run, runs)
     return images
+
+
+def _metric(summary: dict[str, Any]) -> str:
+    """The name of the run's metric; runs before metrics were configurable measured accuracy."""
+    return summary.get("metric") or "accuracy"
 
 
 def _plot_name(axis: str) -> str:
@@ -353,7 +377,7 @@ def _tradeoff_plot(run: _Run, candidates: list[CandidatePoint], axis: str) -> by
     _bound_line(axes, summary["bound"])
     axes.xaxis.set_major_formatter(EngFormatter(sep="") if axis != "latency_ms" else "{x:.3g}")
     axes.set_xlabel(AXES[axis])
-    axes.set_ylabel("validation accuracy")
+    axes.set_ylabel(f"validation {_metric(summary)}")
     axes.set_title(f"explored candidates ({summary['mode']}): accuracy vs {AXES[axis]}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
@@ -369,7 +393,7 @@ def _curves_plot(run: _Run, runs: list[_Run]) -> bytes:
         for trial in run.trials:
             _draw_curve(axes, trial, run.summary["mode"], tag=True)
         _bound_line(axes, bound)
-        axes.set(xlabel="fine-tuning step", ylabel="validation accuracy",
+        axes.set(xlabel="fine-tuning step", ylabel=f"validation {_metric(run.summary)}",
                  title="accuracy while fine-tuning each candidate (star: met the bound)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8, loc="lower right")
@@ -398,7 +422,7 @@ def _curves_plot(run: _Run, runs: list[_Run]) -> bytes:
         lowest = grid.flat[column + (len(shown) - 1 - column) // columns * columns]
         lowest.set_xlabel("fine-tuning step")
         lowest.xaxis.set_tick_params(labelbottom=True)
-    figure.supylabel("validation accuracy", fontsize=10)
+    figure.supylabel(f"validation {_metric(run.summary)}", fontsize=10)
     more = f" (first {len(shown)} of {len(order)} candidates)" if len(order) > len(shown) else ""
     figure.suptitle(f"accuracy while fine-tuning: method vs baseline{more}; star: met the bound")
     handles = [Line2D([], [], color=MODE_COLORS[m], marker="o", markersize=3, label=CURVE_LABELS[m])
@@ -451,6 +475,21 @@ def _acc(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _difference(teacher: float | None, answer: float | None) -> str:
+    return "-" if teacher is None or answer is None else f"{answer - teacher:+.4f}"
+
+
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test", "unlabeled": "unlabeled"}
+
+
+def _splits_line(splits: dict[str, int], input_shape: list[int] | None) -> str:
+    """Which images the figures come from: validation picks the answer, test is held out."""
+    counts = ", ".join(f"{SPLIT_NAMES.get(name, name)} {count:,}" for name, count in splits.items())
+    shape = f" of shape {'x'.join(str(d) for d in input_shape)}" if input_shape else ""
+    return (f"Data: {counts} images{shape}. The answer is chosen on validation; test images take no part "
+            "in the search.")
+
+
 def _change(teacher: float | None, answer: float | None) -> str:
     return "-" if not teacher or answer is None else f"{answer / teacher - 1:+.1%}"
 
@@ -459,29 +498,37 @@ def _document(result: ReportResult, run: _Run, images: list[str]) -> list[Block]
     summary = run.summary
     name = Path(summary["teacher"]).name.removesuffix(".onnx")
     doc: list[Block] = [f"# onnxwootz report: {name}"]
+    metric = _metric(summary)
+    validation = "accuracy" if result.metric is None else f"validation {metric}"  # older runs: as they were
+    teacher_row = result.models[0]
+    answer_row = (result.models[1] if len(result.models) > 1
+                  else ModelRow("answer", None, None, None, None, None, None, None))
     if result.answer is None:
         verdict = f"No explored candidate met the bound ({len(result.candidates)} tried)."
     else:
+        test = "" if answer_row.test_metric is None else f", test {metric} {answer_row.test_metric:.4f}"
         verdict = (f"Answer: candidate {result.answer}, {summary['params']:,} parameters "
                    f"({1 - summary['params'] / summary['teacher_params']:.1%} fewer than the teacher), "
-                   f"accuracy {summary['accuracy']:.4f}.")
+                   f"{validation} {summary['accuracy']:.4f}{test}.")
     doc.append(f"Run `{result.run_dir}` ({result.mode}): {result.objective} with {result.constraint}. "
-               f"Teacher accuracy {result.teacher_accuracy:.4f}, bound {result.bound:.4f}. "
+               f"Teacher {validation} {result.teacher_accuracy:.4f}, bound {result.bound:.4f}. "
                f"{summary['candidates_tried']} of {summary['candidates']} candidates tried. {verdict}")
     doc += [f"Note: {note}" for note in result.notes]
 
     doc.append("## Original vs answer")
-    teacher_row = result.models[0]
-    answer_row = result.models[1] if len(result.models) > 1 else ModelRow("answer", None, None, None, None, None, None)
     latency = f"latency p50, batch 1 ({result.provider}, ms)"
-    rows = [["accuracy", _acc(teacher_row.accuracy), _acc(answer_row.accuracy),
-             "-" if answer_row.accuracy is None else f"{answer_row.accuracy - teacher_row.accuracy:+.4f}"]]
+    figures = [(validation, "accuracy")] + ([(f"test {metric}", "test_metric")]
+                                            if teacher_row.test_metric is not None else [])
+    rows = [[label, _acc(getattr(teacher_row, field)), _acc(getattr(answer_row, field)),
+             _difference(getattr(teacher_row, field), getattr(answer_row, field))] for label, field in figures]
     for label, field, fmt in (("parameters", "params", _count), ("MACs", "macs", _count),
                               ("file size (bytes)", "file_bytes", _count),
                               (latency, "latency_p50_ms", lambda v: "-" if v is None else f"{v:.3f}")):
         t, a = getattr(teacher_row, field), getattr(answer_row, field)
         rows.append([label, fmt(t), fmt(a), _change(t, a)])
     doc.append(_Table(["", "teacher", "answer", "change"], rows))
+    if result.splits:
+        doc.append(_splits_line(result.splits, summary.get("input_shape")))
     if result.device:
         doc.append(f"Latency: median of {BENCH_RUNS} runs after {BENCH_WARMUP} warm-up, one thread, "
                    f"teacher and answer alternating, on {result.device}.")

@@ -51,13 +51,16 @@ def conv_net(channels: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
-def write_run(path: Path, mode: str, rows: list[tuple], teacher: Path, latency: bool = False,
-              model_hash: str = "f4ba0616dd7ecc65") -> Path:
+def write_run(path: Path, mode: str, rows: list[tuple], teacher: Path | str, latency: bool = False,
+              model_hash: str = "f4ba0616dd7ecc65", cwd: Path | None = None, run_dir: str | None = None,
+              **fields: Any) -> Path:
     """A run directory as `prune` leaves it; the answer path is recorded relative to another
-    working directory (as `prune --run-dir runs/x` does), so the report must find it by name."""
+    working directory (as `prune --run-dir runs/x` does), so the report must find it by name.
+    `cwd` goes to run.json (newer runs record it), `fields` to the summary."""
     path.mkdir(parents=True)
     spec = {"objective": "min latency" if latency else "min size", "baseline": mode == "baseline"}
-    (path / "run.json").write_text(json.dumps({"identity": {"model": model_hash, "data": "digits", "spec": spec}}))
+    recorded = {"identity": {"model": model_hash, "data": "digits", "spec": spec}}
+    (path / "run.json").write_text(json.dumps(recorded if cwd is None else {**recorded, "cwd": str(cwd)}))
     events: list[dict[str, Any]] = [{"event": "teacher", "accuracy": TEACHER_ACC, "seconds": 0.2}]
     if mode == "method":
         events += [{"event": "block", "file": f"blocks/{b}.safetensors", "block": b, "symbols": [f"{b}(.7)"],
@@ -76,14 +79,15 @@ def write_run(path: Path, mode: str, rows: list[tuple], teacher: Path, latency: 
     if answer is not None:
         onnx.save(conv_net(2), path / "tiny.pruned.onnx")
     summary = {"schema_version": 1, "teacher": str(teacher),
-               "model": f"runs/{path.name}/tiny.pruned.onnx" if answer else None, "run_dir": f"runs/{path.name}",
+               "model": f"{run_dir or 'runs/' + path.name}/tiny.pruned.onnx" if answer else None,
+               "run_dir": run_dir or f"runs/{path.name}",
                "mode": mode, "objective": spec["objective"], "constraint": "accuracy >= teacher - 0.01",
                "teacher_accuracy": TEACHER_ACC, "bound": BOUND, "accuracy": answer["accuracy"] if answer else None,
                "max_accuracy_drop": 0.01, "params": answer["params"] if answer else None,
                "macs": answer["macs"] if answer else None, "teacher_params": 42698, "teacher_macs": 4493632,
                "candidates": 6, "candidates_tried": len(trials), "blocks": 2 if mode == "method" else 0,
                "blocks_trained": 2 if mode == "method" else 0, "pretrain_seconds": 4.0 if mode == "method" else 0.0,
-               "wall_seconds": sum(e["seconds"] for e in events), "trials": trials}
+               "wall_seconds": sum(e["seconds"] for e in events), "trials": trials, **fields}
     (path / "summary.json").write_text(json.dumps(summary))
     return path
 
@@ -240,3 +244,94 @@ def test_not_a_run_directory_is_one_line_and_exit_4(tmp_path, make):
     assert out.exit_code == 4
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not an onnxwootz run directory" in lines[0], out.stderr
+
+
+TEST_FIELDS = {"metric": "top1", "teacher_test_metric": 0.9911, "test_metric": 0.9822,
+               "splits": {"train": 1000, "val": 297, "test": 500, "unlabeled": 0},
+               "preprocess": {"scale": 0.0625, "layout": "NCHW"}, "input_shape": [1, 8, 8]}
+
+
+def test_held_out_test_figures_and_splits_are_reported(tmp_path, teacher):
+    run = write_run(tmp_path / "tested", "method", METHOD, teacher, **TEST_FIELDS)
+    out = CliRunner().invoke(app, ["report", str(run), "--no-bench", "--json"])
+    assert out.exit_code == 0, out.output
+    printed = json.loads(out.stdout)
+    assert printed["metric"] == "top1" and printed["splits"] == TEST_FIELDS["splits"]
+    assert [(m["role"], m["accuracy"], m["test_metric"]) for m in printed["models"]] == [
+        ("teacher", TEACHER_ACC, 0.9911), ("answer", 0.9888, 0.9822)]
+    markdown = (run / "report" / "report.md").read_text()
+    assert "| validation top1 | 0.9972 | 0.9888 | -0.0084 |" in markdown
+    assert "| test top1 | 0.9911 | 0.9822 | -0.0089 |" in markdown
+    assert "Data: train 1,000, validation 297, test 500, unlabeled 0 images of shape 1x8x8." in markdown
+    assert "Teacher validation top1 0.9972" in markdown and "validation top1 0.9888, test top1 0.9822." in markdown
+    page = (run / "report" / "report.html").read_text()
+    assert "<td>test top1</td><td>0.9911</td><td>0.9822</td><td>-0.0089</td>" in page
+    assert "validation 297, test 500" in page
+    rendered = CliRunner().invoke(app, ["report", str(run), "--no-bench"], env={"COLUMNS": "200"})
+    assert rendered.exit_code == 0 and "test top1" in rendered.stdout and "test 500" in rendered.stdout
+
+
+def test_a_summary_without_test_figures_reports_as_before(runs):
+    method, _ = runs
+    result = report(method, bench=False)
+    assert result.metric is None and result.splits is None
+    assert all(row.test_metric is None for row in result.models)
+    markdown = (method / "report" / "report.md").read_text()
+    assert "| accuracy | 0.9972 | 0.9888 | -0.0084 |" in markdown and "Teacher accuracy 0.9972" in markdown
+    assert "| test " not in markdown and "Data:" not in markdown and "validation top1" not in markdown
+
+
+def test_a_failed_answer_shows_the_teachers_test_figure_alone(tmp_path, teacher):
+    failed = [row[:6] + (False,) + row[7:] for row in METHOD]
+    run = write_run(tmp_path / "failed", "method", failed, teacher, **{**TEST_FIELDS, "test_metric": None})
+    report(run, bench=False)
+    assert "| test top1 | 0.9911 | - | - |" in (run / "report" / "report.md").read_text()
+
+
+def _relative_run(tmp_path: Path, cwd_in_run_json: bool) -> tuple[Path, Path]:
+    """A run started in `work` with `prune models/tiny.onnx --run-dir runs/tiny`: both paths in
+    its summary are relative to `work`."""
+    work = tmp_path / "work"
+    (work / "models").mkdir(parents=True)
+    onnx.save(conv_net(16), work / "models" / "tiny.onnx")
+    run = write_run(work / "runs" / "tiny", "method", METHOD, "models/tiny.onnx",
+                    cwd=work if cwd_in_run_json else None)
+    return work, run
+
+
+@pytest.mark.parametrize("cwd_in_run_json", [True, False])
+def test_report_from_another_folder_finds_a_teacher_recorded_as_typed(tmp_path, monkeypatch, cwd_in_run_json):
+    work, run = _relative_run(tmp_path, cwd_in_run_json)  # without cwd: inferred from run_dir "runs/tiny"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = report(run)
+    assert result.notes == []
+    teacher_row, answer_row = result.models
+    assert teacher_row.path == str(work / "models" / "tiny.onnx")
+    assert teacher_row.file_bytes == (work / "models" / "tiny.onnx").stat().st_size
+    assert teacher_row.latency_p50_ms > 0 and answer_row.latency_p50_ms > 0
+    assert answer_row.path == str(work / "runs" / "tiny" / "tiny.pruned.onnx")
+
+
+def test_a_moved_run_without_its_teacher_says_so(tmp_path, monkeypatch):
+    _, run = _relative_run(tmp_path, cwd_in_run_json=False)
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    monkeypatch.chdir(tmp_path)
+    result = report(moved, bench=False)
+    assert result.notes == ["teacher file models/tiny.onnx not found: no file size or latency for it"]
+    assert result.models[1].file_bytes == (moved / "tiny.pruned.onnx").stat().st_size  # found by name
+
+
+def test_a_candidate_run_twice_counts_once(runs):
+    """A met candidate re-run because its answer file was lost: the latest trial stands."""
+    method, _ = runs
+    trials = journal_trials(method)
+    rerun = {**trials[-1], "accuracy": 0.9890, "seconds": 2.5}
+    with open(method / "journal.jsonl", "a") as handle:
+        handle.write(json.dumps(rerun) + "\n")
+    result = report(method, bench=False)
+    assert [c.candidate for c in result.candidates] == [t["candidate"] for t in sorted(trials, key=lambda t: t["params"])]
+    assert result.runs[0].candidates_tried == len(trials)
+    assert {c.candidate: c.accuracy for c in result.candidates}[rerun["candidate"]] == 0.9890

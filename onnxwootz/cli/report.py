@@ -32,12 +32,19 @@ def report(
         table.add_column("")
         for row in result.models:
             table.add_column(row.role, justify="right")
-        for label, field in (("accuracy", "accuracy"), ("params", "params"), ("MACs", "macs"),
-                             ("file bytes", "file_bytes"), (f"p50 ms ({result.provider})", "latency_p50_ms")):
+        metric = result.metric or "accuracy"
+        figures = [(metric if result.metric is None else f"val {metric}", "accuracy")]
+        if result.models[0].test_metric is not None:
+            figures.append((f"test {metric}", "test_metric"))
+        for label, field in (*figures, ("params", "params"), ("MACs", "macs"), ("file bytes", "file_bytes"),
+                             (f"p50 ms ({result.provider})", "latency_p50_ms")):
             values = [getattr(row, field) for row in result.models]
             table.add_row(label, *("-" if v is None else f"{v:.4f}" if isinstance(v, float) else f"{v:,}"
                                    for v in values))
         console.print(table)
+        if result.splits:
+            console.print("images: " + ", ".join(f"{name} {count:,}" for name, count in result.splits.items()),
+                          highlight=False, soft_wrap=True)
         for row in result.runs:
             console.print(f"{row.mode}: {row.candidates_tried} of {row.candidates} candidates tried in "
                           f"{row.wall_seconds:.1f} s, median accuracy at assembly "

@@ -1,0 +1,160 @@
+"""B9: `onnxwootz prune` on real-weight models: PaddleOCR's text-orientation classifier, PP-OCRv4
+text detector and PP-OCRv4 recognizer (models/ocr.py), each pruned on data the project renders
+from installed fonts (benchmarks/tasks/ocr.py), on 2 CPU cores within 30 minutes.
+
+Per model: the data are rendered once (cached under bench-results/b9-data/), `onnxwootz.prune`
+runs with the teacher's preprocessing, its metric (top-1 for the classifier, IoU of the maps
+thresholded at 0.3 against the teacher's for the detector, exact strings for the recognizer)
+and a budget sized from the measured per-image costs (TASKS), timed by the wall clock. The
+report gives params and MACs (teacher vs answer), ONNX Runtime latency at batch 1 with 2
+threads (teacher vs answer, alternating runs), the metric on the held-out test split, and the
+wall seconds. Target: a smaller model within its bound on every model, each within 1800 s.
+
+Run: `python -m benchmarks.b9_real_models [--models cls,det,rec] [--seeds 0] [--out bench-results/b9.json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.tasks import ocr as task
+
+RESULTS = Path("bench-results")
+THREADS = 2
+BUDGET_S = 1800.0
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """One teacher, how its data are rendered, and the prune options for it."""
+
+    render: Callable[..., task.RenderSummary]
+    counts: tuple[int, int, int]
+    preprocess: dict
+    metric: str
+    constraint: str
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> list[int]:
+        return [1, 3, *self.preprocess["size"]]
+
+
+TASKS: dict[str, ModelTask] = {
+    "cls": ModelTask(task.render_cls, (800, 200, 400), task.PREPROCESS["cls"], "top1", "accuracy >= teacher - 0.02",
+                     {"candidates": 8, "pretrain_steps": 100, "finetune_steps": 200, "batch": 32}),
+    "det": ModelTask(task.render_det, (240, 60, 100), task.PREPROCESS["det"], "map_iou", "accuracy >= teacher - 0.15",
+                     {"candidates": 8, "pretrain_steps": 100, "finetune_steps": 150, "batch": 8}),
+    "rec": ModelTask(task.render_rec, (600, 150, 300), task.PREPROCESS["rec"], "text", "accuracy >= teacher - 0.05",
+                     {"candidates": 6, "pretrain_steps": 80, "finetune_steps": 120, "batch": 8}),
+}
+"""Counts are train/val/test images. Budgets from the teachers' measured costs per image on 2
+threads (torch view forward + backward, CPU seconds; `python -m benchmarks.tasks.ocr --check
+--timing`): cls 0.06 (batch 32: ~1 s a step on 2 idle cores), det 160x160 0.18 (batch 8:
+~0.7 s), rec 0.37 (batch 8: ~1.5 s). Starting points for the 1800 s bound, to be tuned on the
+first full run."""
+
+
+def dataset(name: str, seed: int, root: Path) -> Path:
+    """The rendered dataset for `name` and `seed`, made on first use (a pure function of both)."""
+    spec = TASKS[name]
+    n_train, n_val, n_test = spec.counts
+    folder = root / f"{name}-seed{seed}-{n_train}-{n_val}-{n_test}"
+    if not folder.is_dir():
+        spec.render(folder, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    return folder
+
+
+def latency(teacher: Path, answer: Path | None, input_shape: list[int], runs: int) -> dict[str, float | None]:
+    """p50 milliseconds at batch 1 (2 threads, CPU) and the answer's paired speed-up."""
+    from onnxwootz.runtime.bench import bench
+
+    models = [teacher] if answer is None else [teacher, answer]
+    result = bench(models, threads=THREADS, batches=(1,), warmup=max(3, runs // 10), runs=runs, input_shape=input_shape)
+    p50 = [entry.p50_ms for entry in result.entries]
+    paired = [ratio.paired_ratio for ratio in result.ratios if ratio.model != result.models[0]]
+    return {"teacher_ms": p50[0], "answer_ms": p50[1] if answer is not None else None,
+            "speedup": 1.0 / paired[0] if paired else None}
+
+
+def run_one(name: str, seed: int, out_dir: Path, runs: int) -> dict[str, Any]:
+    import onnxwootz
+    from models.ocr import ocr_model
+
+    spec = TASKS[name]
+    teacher = ocr_model(name)
+    data = dataset(name, seed, out_dir / "b9-data")
+    run_dir = out_dir / "b9-runs" / f"{name}-seed{seed}"
+    start = time.perf_counter()
+    result = onnxwootz.prune(
+        teacher, data=str(data), run_dir=run_dir, output=run_dir / "answer.onnx", fresh=True,
+        preprocess=json.dumps(spec.preprocess), metric=spec.metric, constraint=spec.constraint,
+        input_shape=spec.input_shape, seed=seed, threads=THREADS, **spec.spec,
+    )
+    wall = time.perf_counter() - start
+    answer = Path(result.model) if result.model else None
+    return {
+        "model": name, "seed": seed, "metric": spec.metric, "constraint": spec.constraint,
+        "counts": dict(zip(task.SPLITS, spec.counts)), "spec": spec.spec,
+        "teacher_params": result.teacher_params, "params": result.params,
+        "teacher_macs": result.teacher_macs, "macs": result.macs,
+        "teacher_test_metric": result.teacher_test_metric, "test_metric": result.test_metric,
+        "bound": result.bound, "met": answer is not None, "candidates_tried": result.candidates_tried,
+        "wall_seconds": wall, "within_budget": wall <= BUDGET_S,
+        "latency": latency(teacher, answer, spec.input_shape, runs),
+        "prune": result.to_dict(),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}x" if a and b else "-"
+
+    def num(value: float | None, digits: int = 4) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| model | seed | params T -> A | MACs T -> A | ORT ms T -> A (speed-up) | test metric T -> A (bound) | wall s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        lat = row["latency"]
+        lines.append(
+            f"| {row['model']} | {row['seed']} | {row['teacher_params']:,} -> {row['params'] or 0:,} ({ratio(row['teacher_params'], row['params'])}) "
+            f"| {row['teacher_macs']:,} -> {row['macs'] or 0:,} ({ratio(row['teacher_macs'], row['macs'])}) "
+            f"| {num(lat['teacher_ms'], 2)} -> {num(lat['answer_ms'], 2)} ({num(lat['speedup'], 2)}x) "
+            f"| {num(row['teacher_test_metric'])} -> {num(row['test_metric'])} ({num(row['bound'])}) "
+            f"| {row['wall_seconds']:.0f}{'' if row['within_budget'] else ' (over)'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from onnxwootz.atomic import write_json
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (data and pruning)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "b9.json")
+    parser.add_argument("--runs", type=int, default=100, help="latency runs per model at batch 1")
+    args = parser.parse_args(argv)
+    names = [name for name in args.models.split(",") if name]
+    unknown = [name for name in names if name not in TASKS]
+    if unknown or not names:
+        parser.error(f"--models takes names from {', '.join(TASKS)}, got '{args.models}'")
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",") if seed]
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated integers, got '{args.seeds}'")
+    rows = []
+    for seed in seeds:
+        for name in names:
+            rows.append(run_one(name, seed, args.out.parent, args.runs))
+            write_json(args.out, {"benchmark": "b9", "threads": THREADS, "budget_s": BUDGET_S, "rows": rows})
+    print(table(rows))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
