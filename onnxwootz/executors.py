@@ -83,7 +83,7 @@ def _run_trial(payload: _Payload, index: int) -> tuple[dict[str, Any], bytes | N
     explorer = _WORKER_STATE.get(key)
     if explorer is None:
         explorer = Explorer(Path(payload.model), payload.data, Spec(**payload.spec), payload.run_dir, False,
-                            NULL_PROGRESS)
+                            NULL_PROGRESS, worker=True)
         explorer.setup()
         _WORKER_STATE[key] = explorer
     event, answer = explorer.trial(index, explorer.configs[index])

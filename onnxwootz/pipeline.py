@@ -119,7 +119,9 @@ class Explorer:
     """The state of one run: the prepared teacher, data, run directory, candidates, blocks."""
 
     def __init__(self, model: Path, data: str | None, spec: Spec, run_dir, fresh: bool, progress: Progress,
-                 metric_function: MetricFunction | None = None):
+                 metric_function: MetricFunction | None = None, worker: bool = False):
+        """`worker`: a Ray worker's copy, which reads the driver's run directory (no lock, no
+        writes: the driver alone keeps the journal)."""
         from onnxwootz.data import load_dataset
         from onnxwootz.journal import RunDir, fingerprint
         from onnxwootz.metrics import build_metric, check_labels, custom_metric, default_metric_name
@@ -171,9 +173,7 @@ class Explorer:
                                                                      Path(data).stat().st_mtime)
         identity = {"model": fingerprint(teacher.SerializeToString()), "data": data_id, "spec": spec.to_dict(),
                     "metric": self.metric.name}
-        self.rundir = RunDir(run_dir or default_run_dir(model, spec.baseline), identity, fresh)
-        if fresh:  # the subspace is the run's too: a fresh run with other candidates must not reuse it
-            (self.rundir.path / "configs.json").unlink(missing_ok=True)
+        self.rundir = RunDir(run_dir or default_run_dir(model, spec.baseline), identity, fresh, lock=not worker)
         self.units = self.prepared.units(spec.granularity).units
         self.unit_names = [unit.name for unit in self.units]
         self.teacher_taps = None  # built by the first pre-training pass, reused by the later ones
@@ -426,6 +426,7 @@ class Explorer:
             return self._run(output, executor, started)
         finally:
             torch.set_num_threads(threads)
+            self.rundir.close()
 
     def _run(self, output: str | os.PathLike[str] | None, executor: "Executor", started: float) -> PruneResult:
         spec = self.spec

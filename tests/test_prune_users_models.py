@@ -178,6 +178,27 @@ def test_two_output_model_is_held_to_fidelity_on_every_output(tmp_path: Path) ->
     assert result.accuracy >= result.bound
 
 
+def test_yolo_heads_as_model_inputs_are_held_to_fidelity(tmp_path: Path) -> None:
+    """A YOLOv8-style detector's three raw head outputs, fed arrays that already are model inputs
+    (--preprocess none): every output keeps its shape in the answer, and the test figure is the
+    fidelity recomputed with ONNX Runtime."""
+    from models.builders import TEST_INPUT_SHAPE
+    from models.export import cached_export
+
+    model = tmp_path / "yolo.onnx"
+    onnx.save(cached_export("yolo_v8_heads", "legacy"), str(model))
+    x = np.random.default_rng(5).standard_normal((96, *TEST_INPUT_SHAPE[1:])).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    result = onnxwootz.prune(model, data=str(tmp_path / "x.npz"), run_dir=tmp_path / "run", metric="fidelity",
+                             preprocess="none", constraint="accuracy >= teacher - 0.5", **TINY)
+    assert result.preprocess == {"preset": "none", "channels": TEST_INPUT_SHAPE[1]}
+    assert result.model is not None and result.params < result.teacher_params
+    dataset = load_dataset(str(tmp_path / "x.npz"), Preprocess(size=None, channels=3, passthrough=True))
+    teacher, student = _outputs(model, dataset.x_test), _outputs(result.model, dataset.x_test)
+    assert len(student) == 3 and [s.shape for s in student] == [t.shape for t in teacher]
+    assert result.test_metric == pytest.approx(fidelity(student, teacher, None), abs=1e-4)
+
+
 def test_probability_map_with_dynamic_dims_through_the_cli(tmp_path: Path) -> None:
     model, data = prob_map(tmp_path / "map.onnx"), images(tmp_path / "x.npz")
     run = tmp_path / "run"
