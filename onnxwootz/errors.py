@@ -48,3 +48,10 @@ class InterruptedRunError(WootzError):
     """The run was interrupted; finished work is kept in the run directory."""
 
     exit_code = 130
+
+
+class PruningError(WootzError):
+    """A pruned model failed the check `apply` makes before writing it (it does not run, or
+    does not compute what the masked original computes): a defect of onnxwootz, not of the input."""
+
+    exit_code = 7
