@@ -55,3 +55,9 @@ class PruningError(WootzError):
     does not compute what the masked original computes): a defect of onnxwootz, not of the input."""
 
     exit_code = 7
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

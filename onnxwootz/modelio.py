@@ -13,7 +13,7 @@ import onnx
 from onnx import external_data_helper, shape_inference, version_converter
 
 from onnxwootz.atomic import write_bytes
-from onnxwootz.errors import BadModelError, BadSpecError
+from onnxwootz.errors import BadModelError, BadSpecError, first_line
 
 CANONICAL_OPSET = 13
 """Models older than this are converted up, so the passes see one form of Split/Squeeze/Pad."""
@@ -66,8 +66,7 @@ def load_model(path: str | os.PathLike[str], canonical_opset: bool = True) -> on
     try:
         onnx.checker.check_model(without_weights(model))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadModelError(f"{path} is not a valid ONNX model: {first}") from None
+        raise BadModelError(f"{path} is not a valid ONNX model: {first_line(exc)}") from None
     if canonical_opset and onnx_opset(model) < CANONICAL_OPSET:
         model = upgrade_opset(model, CANONICAL_OPSET)
     return model
@@ -235,7 +234,8 @@ def _concrete_dims(value: onnx.ValueInfoProto, sizes: dict[str, int]) -> list[in
     return dims
 
 
-def _set_dims(value: onnx.ValueInfoProto, dims: list[int]) -> None:
+def set_dims(value: onnx.ValueInfoProto, dims: list[int]) -> None:
+    """Declare a value's shape as these concrete dims."""
     shape = value.type.tensor_type.shape
     del shape.dim[:]
     for size in dims:
@@ -256,13 +256,13 @@ def static_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
             for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
                 if dim.dim_param:
                     sizes[dim.dim_param] = size
-            _set_dims(value, shapes[value.name])
+            set_dims(value, shapes[value.name])
     foreign = {out for node in model.graph.node if not has_schema(node) for out in node.output}
     declared = []
     for value in fixed.graph.value_info:
         dims = _concrete_dims(value, sizes) if value.name in foreign else None
         if dims is not None:
-            _set_dims(value, dims)
+            set_dims(value, dims)
             declared.append(value)
     del fixed.graph.value_info[:]
     fixed.graph.value_info.extend(declared)
@@ -297,9 +297,8 @@ def _shapes_by_running(model: onnx.ModelProto, shapes: dict[str, list[int]], nam
     try:
         return _run_for_shapes(model, shapes, names)
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if all(has_schema(node) for node in model.graph.node):
-            raise BadModelError(f"cannot determine tensor shapes (ONNX Runtime: {first})") from None
+            raise BadModelError(f"cannot determine tensor shapes (ONNX Runtime: {first_line(exc)})") from None
     cut = skeleton(model, lambda init: True)
     del cut.graph.node[:]
     del cut.graph.output[:]
@@ -321,8 +320,7 @@ def _shapes_by_running(model: onnx.ModelProto, shapes: dict[str, list[int]], nam
     try:
         return _run_for_shapes(cut, cut_shapes, reachable)
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadModelError(f"cannot determine tensor shapes (ONNX Runtime: {first})") from None
+        raise BadModelError(f"cannot determine tensor shapes (ONNX Runtime: {first_line(exc)})") from None
 
 
 def _run_for_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], names: list[str]) -> dict[str, list[int]]:
@@ -331,7 +329,7 @@ def _run_for_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], names:
     probe = skeleton(model, lambda init: True)
     for value in probe.graph.input:
         if value.name in shapes:
-            _set_dims(value, shapes[value.name])
+            set_dims(value, shapes[value.name])
     known_outputs = {out.name for out in probe.graph.output}
     for name in names:
         if name not in known_outputs:

@@ -85,3 +85,23 @@ def test_cli_json_reports_the_verification(tmp_path: Path) -> None:
     assert cli.exit_code == 0, cli.output
     summary = json.loads(cli.stdout)
     assert summary["verified"] == "onnxruntime" and summary["verification"] is None
+
+
+def test_a_model_with_a_fixed_flatten_is_checked_at_its_own_size(tmp_path: Path) -> None:
+    """conv (stride 8) -> Flatten -> Gemm(512 features) at 64x64: the half-size check cannot run
+    the original (128 features), so the check runs at the analysed size and passes."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv", strides=[8, 8], kernel_shape=[8, 8]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc", "fc_b"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(
+        nodes, "flatten", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(rng.standard_normal((8, 3, 8, 8)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.standard_normal((4, 512)).astype(np.float32), "fc"),
+         numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "fc_b")])
+    path = tmp_path / "flatten.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    result = apply(path, rate=0.5, output=tmp_path / "out.onnx")
+    assert result.params_after < result.params_before and result.verified == "onnxruntime"
