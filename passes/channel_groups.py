@@ -167,10 +167,11 @@ def analyze_channels(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> Ch
     for name in index.graph_inputs:
         st.opaque_source(name, f"graph input '{name}'")
     for node in model.graph.node:
-        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else DOMAIN_RULES.get((node.domain, node.op_type))
+        standard = node.domain in ("", "ai.onnx")
+        rule = RULES.get(node.op_type) if standard else DOMAIN_RULES.get((node.domain, node.op_type))
         unknown = next((out for out in node.output if out and out not in shapes), None)
         if rule is None:
-            domain = f" (domain '{node.domain}')" if node.domain not in ("", "ai.onnx") else ""
+            domain = "" if standard else f" (domain '{node.domain}')"
             st.barrier(node, f"op not known to the channel analysis{domain}")
         elif unknown is not None:
             st.barrier(node, f"the shape of '{unknown}' is unknown (no inference knows it)")

@@ -166,7 +166,8 @@ def thresholded_relu(x: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.where(x > alpha, x, torch.zeros_like(x))
 
 
-def lp_pool(x: torch.Tensor, p: int, kernel: list[int], strides: list[int], pads: list[int], ceil_mode: bool) -> torch.Tensor:
+def lp_pool(x: torch.Tensor, p: int, kernel: list[int], strides: list[int], pads: list[int],
+            ceil_mode: bool) -> torch.Tensor:
     """(sum over the window of |x|^p)^(1/p); zero padding adds nothing to the sum."""
     spatial = len(kernel)
     powered = torch.abs(x) ** p

@@ -27,6 +27,7 @@ from onnxwootz.passes.canonicalize import shared_origins
 from onnxwootz.passes.mask import ZeroRemoved
 from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.runtime.sessions import cpu_session
+from onnxwootz.verify import squashed_outputs
 from ocr_models import ocr_model
 
 TOLERANCE = 1e-5  # max |difference| relative to max |output|
@@ -52,30 +53,13 @@ def _feed(prepared: PreparedModel, kind: str) -> dict[str, np.ndarray]:
     return dummy_feed(prepared.model, shapes, seed=7)
 
 
-SQUASHES = {"Softmax": 1.0, "Sigmoid": 0.25}  # final ops and their Lipschitz constants (max norm)
-
-
-def _squashed_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, float]]:
-    """Graph output -> (logits, Lipschitz constant) for outputs made by a final Softmax or
-    Sigmoid, seen through value-preserving Reshape/Flatten (the opset-13 Softmax wrapper)."""
-    producer = {name: node for node in model.graph.node for name in node.output}
-    found = {}
-    for value in model.graph.output:
-        node = producer.get(value.name)
-        while node is not None and node.op_type in ("Reshape", "Flatten"):
-            node = producer.get(node.input[0])
-        if node is not None and node.op_type in SQUASHES:
-            found[value.name] = (node.input[0], SQUASHES[node.op_type])
-    return found
-
-
 def _probe(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy that also outputs the logits of each final Softmax or Sigmoid (a saturated one
     hides differences in front of it)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     outputs = {value.name for value in model.graph.output}
-    for logits, _ in _squashed_outputs(model).values():
+    for logits, _ in squashed_outputs(model).values():
         if logits not in outputs:
             copy.graph.output.append(helper.make_empty_tensor_value_info(logits))
     return copy
@@ -102,7 +86,7 @@ def assert_close(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
     by as much as (a quarter of) its logits moved (their Lipschitz constants in the max norm),
     which is what a saturated Softmax over logits of 1e4, or a Sigmoid whose outputs are all
     near 0, does in float32."""
-    squash = _squashed_outputs(model)
+    squash = squashed_outputs(model)
     for name, value in expected.items():
         assert actual[name].shape == value.shape, name
         error = _relative_error(actual[name], value)

@@ -42,7 +42,9 @@ def _weight(name: str, cout: int, cin: int, seed: int) -> TensorProto:
 
 def _model(middle: onnx.NodeProto, domain: str, declared: bool) -> onnx.ModelProto:
     """conv_1 -> relu_1 -> conv_2 -> `middle` (m -> mo) -> conv_3 -> relu_3 -> conv_4."""
-    conv = lambda i, x, y: helper.make_node("Conv", [x, f"w{i}"], [y], name=f"conv_{i}", pads=[1, 1, 1, 1])  # noqa: E731
+    def conv(i: int, x: str, y: str) -> onnx.NodeProto:
+        return helper.make_node("Conv", [x, f"w{i}"], [y], name=f"conv_{i}", pads=[1, 1, 1, 1])
+
     nodes = [conv(1, "x", "a"), helper.make_node("Relu", ["a"], ["ra"], name="relu_1"), conv(2, "ra", "m"), middle,
              conv(3, "mo", "c"), helper.make_node("Relu", ["c"], ["rc"], name="relu_3"), conv(4, "rc", "y")]
     value_info = [helper.make_tensor_value_info("mo", TensorProto.FLOAT, ["N", 8, "H", "W"])] if declared else []
