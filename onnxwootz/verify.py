@@ -76,18 +76,23 @@ def _run_reference(model: onnx.ModelProto, feed: dict[str, np.ndarray], slices: 
     return dict(zip(evaluator.output_names, evaluator.run(None, feed)))
 
 
-MIN_HALVED = 64
-"""Images smaller than this are checked at their own size only."""
+MIN_SIDE = 32
+"""The smallest height/width a reduced-size check runs at (one pixel after stride 32)."""
 
 
 def _check_sizes(feed_shapes: dict[str, list[int]]) -> list[dict[str, list[int]]]:
-    """Input shapes to check at: first every image input at half its height and width (a
-    quarter of the work; a mask error does not depend on the size), then the analysed shapes,
-    which are used whenever the smaller ones do not run (fixed flatten sizes, height pooled to 1)."""
-    images = all(len(shape) == 4 and min(shape[2:]) >= MIN_HALVED for shape in feed_shapes.values())
-    if not feed_shapes or not images:
+    """Input shapes to check at: first every image input at a quarter (or half) its height and
+    width, no side under MIN_SIDE (a sixteenth or a quarter of the work; a mask error does not
+    depend on the size), then the analysed shapes, which are used whenever the smaller ones do
+    not run (fixed flatten sizes, height pooled to 1)."""
+    if not feed_shapes or any(len(shape) != 4 for shape in feed_shapes.values()):
         return [feed_shapes]
-    return [{name: [*shape[:2], shape[2] // 2, shape[3] // 2] for name, shape in feed_shapes.items()}, feed_shapes]
+    side = min(min(shape[2:]) for shape in feed_shapes.values())
+    factor = next((f for f in (4, 2) if side // f >= MIN_SIDE), 1)
+    if factor == 1:
+        return [feed_shapes]
+    return [{name: [*shape[:2], shape[2] // factor, shape[3] // factor] for name, shape in feed_shapes.items()},
+            feed_shapes]
 
 
 SQUASHES = {"Softmax": 1.0, "Sigmoid": 0.25}

@@ -30,15 +30,19 @@ def plan_targets(model: onnx.ModelProto, slices: dict[str, list[dict]]) -> dict[
 
 def zero_removed(array: np.ndarray, entries: list[dict]) -> np.ndarray:
     """A copy of `array` with every element that some entry's axis does not keep set to zero
-    (an element survives only if it is kept on every sliced axis): one multiply by 0/1 masks."""
-    out = array
+    (an element survives only if it is kept on every sliced axis): one multiply by a 0/1 mask
+    over the axes up to the last sliced one (a conv weight: filters x input channels)."""
+    if not entries or not array.size:
+        return array.copy()
+    lead = array.shape[:max(entry["axis"] for entry in entries) + 1]
+    mask = np.ones(lead, dtype=array.dtype)
     for entry in entries:
         keep_axis = np.zeros(array.shape[entry["axis"]], dtype=array.dtype)
         keep_axis[entry["keep"]] = 1
-        shape = [1] * array.ndim
+        shape = [1] * len(lead)
         shape[entry["axis"]] = -1
-        out = out * keep_axis.reshape(shape)
-    return np.array(out, dtype=array.dtype, copy=True) if out is array else out
+        mask = mask * keep_axis.reshape(shape)
+    return (array.reshape(mask.size, -1) * mask.reshape(-1, 1)).reshape(array.shape)
 
 
 class ZeroRemoved(Pass):
