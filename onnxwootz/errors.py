@@ -53,3 +53,16 @@ class InterruptedRunError(WootzError):
 class RunDirBusyError(BadSpecError):
     """Another process holds the run directory (a second `prune` on it): exit 4, like the other
     refusals of a --run-dir."""
+
+
+class PruningError(WootzError):
+    """A pruned model failed the check `apply` makes before writing it (it does not run, or
+    does not compute what the masked original computes): a defect of onnxwootz, not of the input."""
+
+    exit_code = 7
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

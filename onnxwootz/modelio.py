@@ -13,7 +13,7 @@ import onnx
 from onnx import external_data_helper, shape_inference, version_converter
 
 from onnxwootz.atomic import write_bytes
-from onnxwootz.errors import BadModelError, BadSpecError
+from onnxwootz.errors import BadModelError, BadSpecError, first_line
 
 CANONICAL_OPSET = 13
 """Models older than this are converted up, so the passes see one form of Split/Squeeze/Pad."""
@@ -66,8 +66,7 @@ def load_model(path: str | os.PathLike[str], canonical_opset: bool = True) -> on
     try:
         onnx.checker.check_model(without_weights(model))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadModelError(f"{path} is not a valid ONNX model: {first}") from None
+        raise BadModelError(f"{path} is not a valid ONNX model: {first_line(exc)}") from None
     if canonical_opset and onnx_opset(model) < CANONICAL_OPSET:
         model = upgrade_opset(model, CANONICAL_OPSET)
     return model
@@ -214,22 +213,65 @@ def dummy_feed(model: onnx.ModelProto, shapes: dict[str, list[int]], seed: int =
     return feed
 
 
+def has_schema(node: onnx.NodeProto) -> bool:
+    """Whether onnx knows the op (and so shape inference and the reference evaluator do)."""
+    return onnx.defs.has(node.op_type, "" if node.domain in ("", "ai.onnx") else node.domain)
+
+
+def _concrete_dims(value: onnx.ValueInfoProto, sizes: dict[str, int]) -> list[int] | None:
+    """A declared shape with its symbolic dims resolved by the graph inputs' dim names."""
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(dim.dim_value)
+        elif dim.dim_param in sizes:
+            dims.append(sizes[dim.dim_param])
+        else:
+            return None
+    return dims
+
+
+def set_dims(value: onnx.ValueInfoProto, dims: list[int]) -> None:
+    """Declare a value's shape as these concrete dims."""
+    shape = value.type.tensor_type.shape
+    del shape.dim[:]
+    for size in dims:
+        shape.dim.add().dim_value = size
+
+
 def static_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
     """Shape of every tensor for concrete input shapes: onnx shape inference with data
-    propagation, and ONNX Runtime on a dummy input for whatever inference leaves open."""
+    propagation, and ONNX Runtime on a dummy input for whatever inference leaves open. Outputs
+    of ops onnx does not know (custom domains) keep the shapes the model declares for them, so
+    inference goes on past them; ONNX Runtime then runs only what does not depend on an
+    undeclared one. A tensor whose shape nothing can tell is left out (the analysis makes it a
+    barrier)."""
     fixed = without_weights(model)
+    sizes = {}
     for value in fixed.graph.input:
         if value.name in shapes:
-            dims = value.type.tensor_type.shape.dim
-            for dim, size in zip(dims, shapes[value.name]):
-                dim.Clear()
-                dim.dim_value = size
+            for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
+                if dim.dim_param:
+                    sizes[dim.dim_param] = size
+            set_dims(value, shapes[value.name])
+    foreign = {out for node in model.graph.node if not has_schema(node) for out in node.output}
+    declared = []
+    for value in fixed.graph.value_info:
+        dims = _concrete_dims(value, sizes) if value.name in foreign else None
+        if dims is not None:
+            set_dims(value, dims)
+            declared.append(value)
     del fixed.graph.value_info[:]
+    fixed.graph.value_info.extend(declared)
     try:
         inferred = shape_inference.infer_shapes(fixed, data_prop=True)
     except Exception:
         inferred = fixed
     result: dict[str, list[int]] = {}
+    elem_types: dict[str, int] = {}
     for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         tensor_type = value.type.tensor_type
         if not tensor_type.HasField("shape"):
@@ -237,30 +279,60 @@ def static_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
         if all(d >= 0 for d in dims):
             result[value.name] = dims
+            elem_types[value.name] = tensor_type.elem_type
     for init in model.graph.initializer:
         result[init.name] = list(init.dims)
     missing = [out for node in model.graph.node for out in node.output if out and out not in result]
     if missing:
-        result.update(_shapes_by_running(model, shapes, missing))
+        result.update(_shapes_by_running(model, shapes, missing, result, elem_types))
     return result
 
 
-def _shapes_by_running(model: onnx.ModelProto, shapes: dict[str, list[int]], names: list[str]) -> dict[str, list[int]]:
+def _shapes_by_running(model: onnx.ModelProto, shapes: dict[str, list[int]], names: list[str],
+                       known: dict[str, list[int]], elem_types: dict[str, int]) -> dict[str, list[int]]:
+    """Shapes of `names` from ONNX Runtime on a dummy input. When the whole model does not run
+    (an op without a kernel), the nodes onnx does not know are cut out: their outputs with a
+    known shape and type become inputs fed with dummies, and what depends on the others is
+    left out."""
+    try:
+        return _run_for_shapes(model, shapes, names)
+    except Exception as exc:
+        if all(has_schema(node) for node in model.graph.node):
+            raise BadModelError(f"cannot determine tensor shapes (ONNX Runtime: {first_line(exc)})") from None
+    cut = skeleton(model, lambda init: True)
+    del cut.graph.node[:]
+    del cut.graph.output[:]
+    available = {value.name for value in model.graph.input} | initializer_names(model)
+    cut_shapes = dict(shapes)
+    for node in model.graph.node:
+        if not has_schema(node):
+            for out in node.output:
+                if out in known and out in elem_types:
+                    cut.graph.input.append(onnx.helper.make_tensor_value_info(out, elem_types[out], known[out]))
+                    cut_shapes[out] = known[out]
+                    available.add(out)
+        elif all(not name or name in available for name in node.input):
+            cut.graph.node.append(node)
+            available.update(out for out in node.output if out)
+    reachable = [name for name in names if name in available and name not in cut_shapes]
+    if not reachable:
+        return {}
+    try:
+        return _run_for_shapes(cut, cut_shapes, reachable)
+    except Exception as exc:
+        raise BadModelError(f"cannot determine tensor shapes (ONNX Runtime: {first_line(exc)})") from None
+
+
+def _run_for_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], names: list[str]) -> dict[str, list[int]]:
     from onnxwootz.runtime.sessions import cpu_session
 
     probe = skeleton(model, lambda init: True)
     for value in probe.graph.input:
         if value.name in shapes:
-            for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
-                dim.Clear()
-                dim.dim_value = size
+            set_dims(value, shapes[value.name])
     known_outputs = {out.name for out in probe.graph.output}
     for name in names:
         if name not in known_outputs:
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    try:
-        session = cpu_session(probe)
-        values = session.run(names, dummy_feed(model, shapes))
-    except Exception as exc:
-        raise BadModelError(f"cannot determine tensor shapes (ONNX Runtime: {str(exc).splitlines()[0]})") from None
+    values = cpu_session(probe).run(names, dummy_feed(probe, shapes))
     return {name: list(np.shape(value)) for name, value in zip(names, values)}

@@ -22,6 +22,7 @@ from onnxwootz.passes.canonicalize import SHARED_KEY
 from onnxwootz.passes.prune import FilterPrune, group_keep_counts, select_removed
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
 from onnxwootz.results import Result
+from onnxwootz.verify import verify_pruned
 
 ConfigSource = float | dict[str, float] | Sequence[float] | str | os.PathLike[str]
 
@@ -65,6 +66,8 @@ class ApplyResult(Result):
     macs_before: int
     macs_after: int
     units: list[UnitChannels]
+    verified: str | None  # what showed the pruned model == the masked original: "onnxruntime", "reference", None
+    verification: str | None  # why it could not be verified (verified is None)
 
 
 def resolve_config(prepared: PreparedModel, granularity: str, source: ConfigSource) -> dict[str, float]:
@@ -137,7 +140,9 @@ def apply(model: ModelSource, rate: float | None = None, config: ConfigSource | 
           plan: str | os.PathLike[str] | None = None, input_shape: Sequence[int] | None = None,
           fold_bn: bool = False, opset: int | None = None) -> ApplyResult:
     """Prune `model` by a uniform `rate` or a `config`; write OUT and PLAN.json when given.
-    Export options: fold BatchNorm into the preceding convs, convert to a target opset."""
+    Export options: fold BatchNorm into the preceding convs, convert to a target opset. Before
+    anything is written the result is checked against the masked original (onnxwootz.verify):
+    a PruningError when it fails; `verified` says what checked it."""
     if (rate is None) == (config is None):
         raise BadSpecError("give exactly one of --rate or --config")
     if round_to < 1:
@@ -145,13 +150,15 @@ def apply(model: ModelSource, rate: float | None = None, config: ConfigSource | 
     prepared = prepare(model, input_shape)
     resolved = resolve_config(prepared, granularity, rate if rate is not None else config)
     pruned = prune_prepared(prepared, resolved, granularity, round_to)
+    final = export_options(pruned.model, fold_bn, opset) if fold_bn or opset else pruned.model
+    verification = verify_pruned(prepared.model, final, pruned.canonical_slices, prepared.feed_shapes)
     if output is not None:
-        save_model(export_options(pruned.model, fold_bn, opset) if fold_bn or opset else pruned.model, output)
+        save_model(final, output)
     if plan is not None:
         write_json(plan, {"config": pruned.config, "slices": pruned.slices})
     return ApplyResult(
         model=model_label(model), output=str(output) if output is not None else None,
         plan=str(plan) if plan is not None else None, granularity=granularity, config=pruned.config,
         params_before=prepared.params, params_after=pruned.params, macs_before=prepared.macs,
-        macs_after=pruned.macs, units=pruned.units,
+        macs_after=pruned.macs, units=pruned.units, verified=verification.by, verification=verification.reason,
     )

@@ -14,8 +14,8 @@ import dataclasses
 import numpy as np
 import onnx
 
-from onnxwootz.passes.channel_rules import RULES
-from onnxwootz.passes.graph_index import GraphIndex
+from onnxwootz.passes.channel_rules import DOMAIN_RULES, RULES
+from onnxwootz.passes.graph_index import GraphIndex, attribute
 
 
 @dataclasses.dataclass
@@ -86,8 +86,13 @@ class ChannelState:
             shape = self.shapes.get(name)
             if name and shape is not None and len(shape) >= 2:
                 ids = self.fresh(node, np.zeros(shape[1]), prunable=False)
-                self.ids[name] = ids
-                self.keep(ids, reason, node)
+            elif name and shape is None and _filter_count(node, self.index) is not None:
+                # a producer whose output shape nothing knows: its filters are listed as kept
+                ids = self.fresh(node, np.zeros(_filter_count(node, self.index)))
+            else:
+                continue
+            self.ids[name] = ids
+            self.keep(ids, reason, node)
 
     def opaque_source(self, name: str, reason: str) -> None:
         shape = self.shapes.get(name)
@@ -95,6 +100,20 @@ class ChannelState:
             ids = self.fresh(None, np.zeros(shape[1]), prunable=False)
             self.ids[name] = ids
             self.keep(ids, reason, None)
+
+
+def _filter_count(node: onnx.NodeProto, index: GraphIndex) -> int | None:
+    """Output channels of a Conv, ConvTranspose or Gemm/MatMul with a constant weight."""
+    weight = index.array(node.input[1]) if len(node.input) > 1 else None
+    if weight is None or weight.ndim < 2:
+        return None
+    if node.op_type == "Conv":
+        return weight.shape[0]
+    if node.op_type == "ConvTranspose":
+        return weight.shape[1] * attribute(node, "group", 1)
+    if node.op_type in ("Gemm", "MatMul") and weight.ndim == 2:
+        return weight.shape[0] if attribute(node, "transB", 0) else weight.shape[1]
+    return None
 
 
 @dataclasses.dataclass
@@ -148,9 +167,14 @@ def analyze_channels(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> Ch
     for name in index.graph_inputs:
         st.opaque_source(name, f"graph input '{name}'")
     for node in model.graph.node:
-        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        standard = node.domain in ("", "ai.onnx")
+        rule = RULES.get(node.op_type) if standard else DOMAIN_RULES.get((node.domain, node.op_type))
+        unknown = next((out for out in node.output if out and out not in shapes), None)
         if rule is None:
-            st.barrier(node, "op not known to the channel analysis")
+            domain = "" if standard else f" (domain '{node.domain}')"
+            st.barrier(node, f"op not known to the channel analysis{domain}")
+        elif unknown is not None:
+            st.barrier(node, f"the shape of '{unknown}' is unknown (no inference knows it)")
         else:
             rule(node, st)
     for name in index.graph_outputs:

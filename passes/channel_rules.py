@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from onnxwootz.passes.graph_index import attribute
+from onnxwootz.passes.shape_entries import shape_entry
 
 if TYPE_CHECKING:
     from onnxwootz.passes.channel_groups import ChannelState
@@ -255,13 +256,32 @@ def reshape(node: onnx.NodeProto, st: "ChannelState") -> None:
     if not before or not after or len(before) < 2 or len(after) < 2 or before[0] != after[0]:
         st.barrier(node, "reshape mixes the batch axis")
         return
-    if len(after) == 2 and after[1] == int(np.prod(before[1:])):
+    flattens = len(after) == 2 and after[1] == int(np.prod(before[1:]))
+    if not flattens and (before[1] != after[1] or int(np.prod(before[2:])) != int(np.prod(after[2:]))):
+        st.barrier(node, "reshape regroups the channel axis")
+        return
+    if not _channel_target_follows(st, node, after[1]):
+        st.barrier(node, "reshape target's channel size is computed at run time")
+        return
+    if flattens:
         st.ids[node.output[0]] = _flatten_ids(st, node.input[0], x)
         st.flatten_reshapes.add(node.name)
-    elif before[1] == after[1] and int(np.prod(before[2:])) == int(np.prod(after[2:])):
-        pass_through(node, st)
     else:
-        st.barrier(node, "reshape regroups the channel axis")
+        pass_through(node, st)
+
+
+def _channel_target_follows(st: "ChannelState", node: onnx.NodeProto, channels: int) -> bool:
+    """Whether the target's axis-1 entry can follow the pruned channels: a constant on the
+    target's path (rewritten by slicing), 0 or -1 (ONNX derives it), or the channel count of
+    a tensor with the input's very channels, read at run time by Shape."""
+    entry = shape_entry(st.index, st.shapes, node.input[1], 1)
+    if entry is None:
+        return False
+    if not entry.constant:
+        x, read = st.ids[node.input[0]], st.ids.get(entry.tensor)
+        return entry.position == 1 and len(x) == channels and read is not None and np.array_equal(read, x)
+    value = int(st.index.array(entry.tensor).reshape(-1)[entry.position])
+    return value in (0, -1, channels)
 
 
 def transpose(node: onnx.NodeProto, st: "ChannelState") -> None:
@@ -310,3 +330,9 @@ RULES: dict[str, Rule] = {
     **{op: elementwise for op in ELEMENTWISE},
     **{op: reduction for op in REDUCTIONS},
 }
+
+DOMAIN_RULES: dict[tuple[str, str], Rule] = {
+    ("com.microsoft", "Gelu"): pass_through,  # ONNX Runtime's contrib Gelu: elementwise, erf form
+}
+"""Ops of other domains the analysis knows, by (domain, op type)."""
+

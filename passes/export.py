@@ -7,7 +7,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper, version_converter
 
-from onnxwootz.errors import BadSpecError
+from onnxwootz.errors import BadSpecError, first_line
 from onnxwootz.modelio import onnx_opset
 from onnxwootz.passes.base import PassError, check_model
 from onnxwootz.passes.fold_bn import FoldBatchNorm
@@ -45,5 +45,4 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 def _converter_reason(exc: Exception) -> str:
     """The converter's C++ assertion text without its source path and assertion boilerplate."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.rsplit("failed: ", 1)[-1].strip()
+    return first_line(exc).rsplit("failed: ", 1)[-1].strip()

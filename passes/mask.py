@@ -11,28 +11,46 @@ from onnxwootz.passes.canonicalize import shared_origins
 from onnxwootz.passes.graph_index import GraphIndex, replace_initializer
 
 
+def plan_targets(model: onnx.ModelProto, slices: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The plan's entries per initializer of `model` (a key naming a shared tensor of the input
+    model applies to each of its private copies)."""
+    names = {init.name for init in model.graph.initializer}
+    by_origin: dict[str, list[str]] = {}
+    for private, origin in shared_origins(model).items():
+        by_origin.setdefault(origin, []).append(private)
+    targets: dict[str, list[dict]] = {}
+    for key, entries in slices.items():
+        found = [key] if key in names else by_origin.get(key, [])
+        if not found:
+            raise KeyError(f"plan names tensor '{key}' that the model does not have")
+        for name in found:
+            targets[name] = entries
+    return targets
+
+
+def zero_removed(array: np.ndarray, entries: list[dict]) -> np.ndarray:
+    """A copy of `array` with every element that some entry's axis does not keep set to zero
+    (an element survives only if it is kept on every sliced axis): one multiply by a 0/1 mask
+    over the axes up to the last sliced one (a conv weight: filters x input channels)."""
+    if not entries or not array.size:
+        return array.copy()
+    lead = array.shape[:max(entry["axis"] for entry in entries) + 1]
+    mask = np.ones(lead, dtype=array.dtype)
+    for entry in entries:
+        keep_axis = np.zeros(array.shape[entry["axis"]], dtype=array.dtype)
+        keep_axis[entry["keep"]] = 1
+        shape = [1] * len(lead)
+        shape[entry["axis"]] = -1
+        mask = mask * keep_axis.reshape(shape)
+    return (array.reshape(mask.size, -1) * mask.reshape(-1, 1)).reshape(array.shape)
+
+
 class ZeroRemoved(Pass):
     def __init__(self, slices: dict[str, list[dict]]):
         self.slices = slices
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         index = GraphIndex(model)
-        by_origin: dict[str, list[str]] = {}
-        for private, origin in shared_origins(model).items():
-            by_origin.setdefault(origin, []).append(private)
-        for key, entries in self.slices.items():
-            targets = [key] if key in index.initializers else by_origin.get(key, [])
-            if not targets:
-                raise KeyError(f"plan names tensor '{key}' that the model does not have")
-            for name in targets:
-                array = index.array(name)
-                dropped = np.ones(array.shape, dtype=bool)
-                # an element survives only if it is kept on every sliced axis
-                for entry in entries:
-                    keep_axis = np.zeros(array.shape[entry["axis"]], dtype=bool)
-                    keep_axis[entry["keep"]] = True
-                    shape = [1] * array.ndim
-                    shape[entry["axis"]] = -1
-                    dropped &= keep_axis.reshape(shape)
-                replace_initializer(model, name, np.where(dropped, array, 0).astype(array.dtype))
+        for name, entries in plan_targets(model, self.slices).items():
+            replace_initializer(model, name, zero_removed(index.array(name), entries))
         return PassResult(model, bool(self.slices))

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from onnxwootz.passes.graph_index import GraphIndex, attribute, replace_initializer, set_attribute
+from onnxwootz.passes.shape_entries import shape_entry
 
 Mask = np.ndarray  # bool per channel, True = kept
 
@@ -154,13 +155,20 @@ def _slice(node: onnx.NodeProto, s: Slicer) -> None:
 
 
 def _reshape(node: onnx.NodeProto, s: Slicer) -> None:
+    """A constant axis-1 entry of the target (perhaps inside run-time shape arithmetic) becomes
+    the kept channel count; the analysis made a Reshape whose entry cannot follow a barrier."""
     mask = s.masks.get(node.output[0])
-    target = s.index.array(node.input[1])
-    if mask is None or mask.all() or target is None or len(target) != 2 or target[1] <= 0:
+    if mask is None or mask.all():
         return
-    new = target.copy()
-    new[1] = int(mask.sum())
-    s.rewrite(node.input[1], new)
+    entry = shape_entry(s.index, s.shapes, node.input[1], 1)
+    if entry is None or not entry.constant:
+        return  # read from the pruned tensor's shape at run time
+    array = s.index.array(entry.tensor)
+    if int(array.reshape(-1)[entry.position]) in (0, -1):
+        return
+    new = array.copy()
+    new.reshape(-1)[entry.position] = int(mask.sum())
+    s.rewrite(entry.tensor, new)
 
 
 SLICERS: dict[str, Callable[[onnx.NodeProto, Slicer], None]] = {

@@ -20,7 +20,7 @@ from torch import fx, nn
 
 from onnxwootz.errors import UnsupportedOpError
 from onnxwootz.modelio import FLOAT_TYPES, skeleton, without_weights
-from onnxwootz.runtime.torch_ops import OPS, NeedsConstant, Sym, Value, int_tensor, onnx_dtype
+from onnxwootz.runtime.torch_ops import DOMAIN_OPS, OPS, NeedsConstant, Sym, Value, int_tensor, onnx_dtype
 
 _MISSING = object()
 _RESERVED = {"training", "graph", "meta", "code", "param_names", "onnx_names", "input_names", "output_names"}
@@ -214,7 +214,8 @@ class _Builder:
         for value in self.inputs:
             self.placeholder(value)
         for node in self.model.graph.node:
-            converter = OPS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            standard = node.domain in ("", "ai.onnx")
+            converter = OPS.get(node.op_type) if standard else DOMAIN_OPS.get((node.domain, node.op_type))
             label = f"{node.op_type} (node '{node.name}')"
             if converter is None:
                 raise UnsupportedOpError(f"torch view: unsupported op {label}")

@@ -147,6 +147,47 @@ def reduce_all(x: torch.Tensor, fn: Callable[..., torch.Tensor], keepdim: bool) 
     return fn(x, dim=tuple(range(x.dim())), keepdim=keepdim)
 
 
+def reduce_l1(x: torch.Tensor, dim: Sequence[int], keepdim: bool) -> torch.Tensor:
+    return torch.sum(torch.abs(x), dim=tuple(dim), keepdim=keepdim)
+
+
+def reduce_l2(x: torch.Tensor, dim: Sequence[int], keepdim: bool) -> torch.Tensor:
+    return torch.sqrt(torch.sum(x * x, dim=tuple(dim), keepdim=keepdim))
+
+
+def reduce_prod(x: torch.Tensor, dim: Sequence[int], keepdim: bool) -> torch.Tensor:
+    """torch.prod takes one dim at a time: reduce the axes from the last one down."""
+    for axis in sorted((a % x.dim() for a in dim), reverse=True):
+        x = torch.prod(x, dim=axis, keepdim=keepdim)
+    return x
+
+
+def thresholded_relu(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.where(x > alpha, x, torch.zeros_like(x))
+
+
+def lp_pool(x: torch.Tensor, p: int, kernel: list[int], strides: list[int], pads: list[int],
+            ceil_mode: bool) -> torch.Tensor:
+    """(sum over the window of |x|^p)^(1/p); zero padding adds nothing to the sum."""
+    spatial = len(kernel)
+    powered = torch.abs(x) ** p
+    if any(pads):
+        powered = F.pad(powered, _torch_pads(pads))
+    fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[spatial - 1]
+    window = 1
+    for size in kernel:
+        window *= size
+    return (fn(powered, kernel, strides, 0, ceil_mode, True) * window) ** (1.0 / p)
+
+
+def global_lp_pool(x: torch.Tensor, p: int) -> torch.Tensor:
+    return torch.sum(torch.abs(x) ** p, dim=tuple(range(2, x.dim())), keepdim=True) ** (1.0 / p)
+
+
+def size_of(x: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(x.numel(), dtype=torch.int64, device=x.device)
+
+
 def average_pool_padded(x: torch.Tensor, pads: list[int], kernel: list[int], strides: list[int],
                         ceil_mode: bool, count_include_pad: bool) -> torch.Tensor:
     """AveragePool with asymmetric pads: pad with zeros, pool, and divide by the real count."""
@@ -291,6 +332,25 @@ def _pool(ctx: NodeContext) -> list[Any]:
     return [ctx.call(fn, x, kernel, strides, pads[:spatial], ceil_mode, count_include_pad)]
 
 
+def _lp_pool(ctx: NodeContext) -> list[Any]:
+    kernel = ctx.attr("kernel_shape")
+    spatial = len(kernel)
+    strides = ctx.attr("strides", [1] * spatial)
+    dilations = ctx.attr("dilations", [1] * spatial)
+    if dilations != [1] * spatial:
+        ctx.fail("dilated LpPool is not supported")
+    pads = _spatial_pads(ctx, spatial, kernel, strides, dilations)
+    return [ctx.call(lp_pool, ctx.x(0), ctx.attr("p", 2), kernel, strides, pads, bool(ctx.attr("ceil_mode", 0)))]
+
+
+def _global_lp_pool(ctx: NodeContext) -> list[Any]:
+    return [ctx.call(global_lp_pool, ctx.x(0), ctx.attr("p", 2))]
+
+
+def _size(ctx: NodeContext) -> list[Any]:
+    return [ctx.call(size_of, ctx.x(0))]
+
+
 def _global_pool(ctx: NodeContext) -> list[Any]:
     rank = ctx.rank(0)
     if rank is None:
@@ -343,11 +403,13 @@ def _binary(ctx: NodeContext) -> list[Any]:
 
 
 def _variadic(ctx: NodeContext) -> list[Any]:
-    fn = {"Sum": operator.add, "Max": torch.maximum, "Min": torch.minimum}[ctx.op]
+    fn = {"Sum": operator.add, "Mean": operator.add, "Max": torch.maximum, "Min": torch.minimum}[ctx.op]
     values = [ctx.x(i) for i in range(len(ctx.node.input))]
     out = values[0]
     for value in values[1:]:
         out = ctx.call(fn, out, value)
+    if ctx.op == "Mean":
+        out = ctx.call(operator.truediv, out, float(len(values)))
     return [out]
 
 
@@ -395,6 +457,14 @@ def _selu(ctx: NodeContext) -> list[Any]:
     return [ctx.call(operator.mul, ctx.call(F.elu, ctx.x(0), alpha), gamma)]
 
 
+def _celu(ctx: NodeContext) -> list[Any]:
+    return [ctx.call(F.celu, ctx.x(0), ctx.attr("alpha", 1.0))]
+
+
+def _thresholded_relu(ctx: NodeContext) -> list[Any]:
+    return [ctx.call(thresholded_relu, ctx.x(0), ctx.attr("alpha", 1.0))]
+
+
 def _gelu(ctx: NodeContext) -> list[Any]:
     return [ctx.call(F.gelu, ctx.x(0), approximate=ctx.attr("approximate", "none"))]
 
@@ -439,13 +509,19 @@ def _axes(ctx: NodeContext, index: int) -> list[int] | None:
 
 
 def _reduce(ctx: NodeContext) -> list[Any]:
-    fn = {"ReduceMean": torch.mean, "ReduceMax": torch.amax, "ReduceSum": torch.sum}[ctx.op]
+    fn = {"ReduceMean": torch.mean, "ReduceMax": torch.amax, "ReduceSum": torch.sum, "ReduceMin": torch.amin,
+          "ReduceL1": reduce_l1, "ReduceL2": reduce_l2, "ReduceProd": reduce_prod}[ctx.op]
     axes = _axes(ctx, 1)
     keepdim = bool(ctx.attr("keepdims", 1))
     if not axes:
         if axes is not None and ctx.attr("noop_with_empty_axes", 0):
             return [ctx.x(0)]
-        return [ctx.call(reduce_all, ctx.x(0), fn, keepdim)]
+        if ctx.rank(0) is not None:  # every axis
+            axes = list(range(ctx.rank(0)))
+        elif fn in (reduce_l1, reduce_l2, reduce_prod):  # an fx graph can name torch functions only
+            ctx.fail("reducing every axis of a tensor of unknown rank")
+        else:
+            return [ctx.call(reduce_all, ctx.x(0), fn, keepdim)]
     return [ctx.call(fn, ctx.x(0), axes, keepdim)]
 
 
@@ -743,25 +819,33 @@ OPS: dict[str, Converter] = {
     "Conv": _conv, "ConvTranspose": _conv_transpose,
     "Gemm": _gemm, "MatMul": _matmul,
     "Add": _binary, "Sub": _binary, "Mul": _binary, "Div": _binary, "Pow": _binary,
-    "Sum": _variadic, "Max": _variadic, "Min": _variadic,
+    "Sum": _variadic, "Mean": _variadic, "Max": _variadic, "Min": _variadic,
     "Sqrt": _unary(torch.sqrt), "Neg": _unary(torch.neg), "Reciprocal": _unary(torch.reciprocal),
     "Exp": _unary(torch.exp), "Erf": _unary(torch.erf), "Relu": _unary(F.relu),
     "Sigmoid": _unary(torch.sigmoid), "Tanh": _unary(torch.tanh), "HardSwish": _unary(F.hardswish),
     "Softplus": _unary(F.softplus), "Abs": _unary(torch.abs), "Floor": _unary(torch.floor), "Ceil": _unary(torch.ceil),
-    "Log": _unary(torch.log),
+    "Log": _unary(torch.log), "Sin": _unary(torch.sin), "Cos": _unary(torch.cos), "Round": _unary(torch.round),
+    "Mish": _unary(F.mish), "Softsign": _unary(F.softsign), "Celu": _celu, "ThresholdedRelu": _thresholded_relu,
     "Clip": _clip, "LeakyRelu": _leaky_relu, "PRelu": _prelu, "HardSigmoid": _hard_sigmoid,
     "Elu": _elu, "Selu": _selu, "Gelu": _gelu,
     "Softmax": _softmax, "LogSoftmax": _softmax,
     "BatchNormalization": _batch_norm, "InstanceNormalization": _instance_norm, "LRN": _lrn,
     "MaxPool": _pool, "AveragePool": _pool,
-    "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool,
-    "ReduceMean": _reduce, "ReduceMax": _reduce, "ReduceSum": _reduce,
+    "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "LpPool": _lp_pool, "GlobalLpPool": _global_lp_pool,
+    "ReduceMean": _reduce, "ReduceMax": _reduce, "ReduceSum": _reduce, "ReduceMin": _reduce,
+    "ReduceL1": _reduce, "ReduceL2": _reduce, "ReduceProd": _reduce,
     "Resize": _resize, "Upsample": _resize, "Pad": _pad,
     "Cast": _cast, "Flatten": _flatten, "Reshape": _reshape, "Transpose": _transpose,
     "Concat": _concat, "Split": _split, "Slice": _slice,
     "Squeeze": _squeeze_unsqueeze, "Unsqueeze": _squeeze_unsqueeze,
-    "Shape": _shape, "Gather": _gather, "Constant": _constant, "ConstantOfShape": _constant_of_shape,
+    "Shape": _shape, "Size": _size, "Gather": _gather, "Constant": _constant, "ConstantOfShape": _constant_of_shape,
     "Identity": _identity, "Dropout": _dropout, "Expand": _expand, "Equal": _equal, "Where": _where,
     "Range": _range,
 }
 """Every op the torch view runs; anything else is an UnsupportedOpError at construction."""
+
+DOMAIN_OPS: dict[tuple[str, str], Converter] = {
+    ("com.microsoft", "Gelu"): _gelu,  # ONNX Runtime's contrib Gelu (erf form, no attributes)
+}
+"""Ops of other domains the torch view runs, by (domain, op type)."""
+

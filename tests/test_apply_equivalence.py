@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from models.builders import BUILDERS
@@ -27,6 +27,8 @@ from onnxwootz.passes.canonicalize import shared_origins
 from onnxwootz.passes.mask import ZeroRemoved
 from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.runtime.sessions import cpu_session
+from onnxwootz.verify import squashed_outputs
+from ocr_models import ocr_model
 
 TOLERANCE = 1e-5  # max |difference| relative to max |output|
 RATES = (0.0, 0.3, 0.5, 0.7)
@@ -52,14 +54,14 @@ def _feed(prepared: PreparedModel, kind: str) -> dict[str, np.ndarray]:
 
 
 def _probe(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy that also outputs the tensor feeding each final Softmax (a saturated Softmax
+    """A copy that also outputs the logits of each final Softmax or Sigmoid (a saturated one
     hides differences in front of it)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     outputs = {value.name for value in model.graph.output}
-    for node in model.graph.node:
-        if node.op_type == "Softmax" and node.output[0] in outputs and node.input[0] not in outputs:
-            copy.graph.output.append(helper.make_empty_tensor_value_info(node.input[0]))
+    for logits, _ in squashed_outputs(model).values():
+        if logits not in outputs:
+            copy.graph.output.append(helper.make_empty_tensor_value_info(logits))
     return copy
 
 
@@ -80,18 +82,20 @@ def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def assert_close(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], model: onnx.ModelProto) -> None:
-    """Every tensor within TOLERANCE of max |expected|; a Softmax output may also move by as much
-    as its logits moved (softmax is 1-Lipschitz in the max norm), which is what a saturated
-    Softmax over logits of 1e4 does in float32."""
-    softmax_input = {node.output[0]: node.input[0] for node in model.graph.node if node.op_type == "Softmax"}
+    """Every tensor within TOLERANCE of max |expected|; a Softmax (Sigmoid) output may also move
+    by as much as (a quarter of) its logits moved (their Lipschitz constants in the max norm),
+    which is what a saturated Softmax over logits of 1e4, or a Sigmoid whose outputs are all
+    near 0, does in float32."""
+    squash = squashed_outputs(model)
     for name, value in expected.items():
         assert actual[name].shape == value.shape, name
         error = _relative_error(actual[name], value)
-        logits = softmax_input.get(name)
+        logits, lipschitz = squash.get(name, (None, 0.0))
         if logits in expected and error > TOLERANCE:
             assert _relative_error(actual[logits], expected[logits]) <= TOLERANCE, logits
             moved = float(np.max(np.abs(actual[logits] - expected[logits])))
-            assert np.max(np.abs(actual[name] - value)) <= moved, f"{name} moved more than its logits"
+            assert np.max(np.abs(actual[name] - value)) <= lipschitz * moved * (1 + 1e-3), \
+                f"{name} moved more than its logits allow"
             continue
         assert error <= TOLERANCE, f"{name}: relative error {error:.2e}"
 
@@ -270,3 +274,113 @@ def test_oracle_catches_a_wrong_slice() -> None:
     expected = _run(masked, feed, prepared.model)
     actual = _run(pruned.model, feed, prepared.model)
     assert max(_relative_error(actual[name], value) for name, value in expected.items()) > 100 * TOLERANCE
+
+
+OCR_SHAPES = {"cls": ([1, 3, 48, 192], [2, 3, 48, 320]), "det": ([1, 3, 320, 320], [1, 3, 256, 384]),
+              "rec": ([1, 3, 48, 320], [1, 3, 48, 160])}
+
+
+@pytest.mark.parametrize("kind", sorted(OCR_SHAPES))
+@pytest.mark.parametrize("granularity", ["module", "group"])
+def test_paddleocr_models(kind: str, granularity: str, tmp_path: Path) -> None:
+    """PaddleOCR's real graphs (run-time flatten arithmetic, dynamic H/W): the written model is
+    the mask of the input by PLAN.json at the analysed size and at another size, and keeps the
+    input's dynamic dims."""
+    source = ocr_model(kind)
+    shape, other = OCR_SHAPES[kind]
+    result = apply(source, rate=0.5, granularity=granularity, output=tmp_path / "out.onnx",
+                   plan=tmp_path / "PLAN.json", input_shape=shape)
+    assert result.macs_after < result.macs_before
+    written = load_model(tmp_path / "out.onnx")
+    onnx.checker.check_model(written, full_check=True)
+    prepared = prepare(source, shape)
+    slices = json.loads((tmp_path / "PLAN.json").read_text())["slices"]
+    check_plan(slices, prepared.model)
+    masked = onnx.ModelProto()
+    masked.CopyFrom(prepared.model)
+    ZeroRemoved(slices)(masked)
+    for size in (shape, other):
+        feed = dummy_feed(prepared.model, {"x": size}, seed=7)
+        actual, expected = _run(written, feed, prepared.model), _run(masked, feed, prepared.model)
+        assert list(actual) == list(expected)
+        assert_close(actual, expected, prepared.model)
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param
+            for d in written.graph.input[0].type.tensor_type.shape.dim]
+    original = [d.dim_value if d.HasField("dim_value") else d.dim_param
+                for d in load_model(source).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == original
+
+
+def _conv_weight(name: str, cout: int, cin: int, seed: int) -> onnx.TensorProto:
+    rng = np.random.default_rng(seed)
+    return numpy_helper.from_array((rng.standard_normal((cout, cin, 3, 3)) * 0.3).astype(np.float32), name)
+
+
+def _ints(name: str, values: list[int]) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+
+def _reshape_model(target_nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], target: str) -> onnx.ModelProto:
+    """x[N,3,8,8] -> conv(8) -> Relu -> Reshape(target) -> Relu -> Reshape[N,8,8,8] -> conv(4): the
+    first Reshape's target is built by `target_nodes`."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv_1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["ra"], name="relu_1"),
+        *target_nodes,
+        helper.make_node("Reshape", ["ra", target], ["flat"], name="reshape_1"),
+        helper.make_node("Relu", ["flat"], ["rf"], name="relu_2"),
+        helper.make_node("Shape", ["ra"], ["shape_back"], name="shape_back"),
+        helper.make_node("Reshape", ["rf", "shape_back"], ["back"], name="reshape_2"),
+        helper.make_node("Conv", ["back", "w2"], ["y"], name="conv_2", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "reshapes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [_conv_weight("w1", 8, 3, 0), _conv_weight("w2", 4, 8, 1), *inits])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+RESHAPE_TARGETS = {
+    # [N, C, H*W] as a constant (the batch fixed at 1)
+    "constant": ([], [_ints("target", [1, 8, 64])], "target"),
+    # paddle2onnx style: Concat(Slice(Shape(x), 0, 1), [8, 64])
+    "shape_slice_and_constant": (
+        [helper.make_node("Shape", ["ra"], ["s"], name="shape"),
+         helper.make_node("Slice", ["s", "zero", "one"], ["batch"], name="slice"),
+         helper.make_node("Concat", ["batch", "rest"], ["target"], name="concat", axis=0)],
+        [_ints("zero", [0]), _ints("one", [1]), _ints("rest", [8, 64])], "target"),
+    # torch style x.view(x.size(0), x.size(1), -1): the channel entry is read from x's shape
+    "shape_gather": (
+        [helper.make_node("Shape", ["ra"], ["s"], name="shape"),
+         helper.make_node("Gather", ["s", "first_two"], ["nc"], name="gather", axis=0),
+         helper.make_node("Concat", ["nc", "minus_one"], ["target"], name="concat", axis=0)],
+        [_ints("first_two", [0, 1]), _ints("minus_one", [-1])], "target"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RESHAPE_TARGETS))
+def test_reshape_keeping_channels_is_sliced(kind: str) -> None:
+    """A Reshape [N,C,H,W] -> [N,C,H*W] and back prunes through, whether its target is a constant
+    or run-time shape arithmetic, and the result is the masked original."""
+    model = _reshape_model(*RESHAPE_TARGETS[kind])
+    prepared = prepare(model, [1, 3, 8, 8])
+    assert prepared.analysis.groups[prepared.analysis.group_of_tensor("a")[0]].prunable
+    pruned = prune_prepared(prepared, resolve_config(prepared, "group", 0.5), "group")
+    assert pruned.units[0].kept == 4
+    check_equivalent(prepared, pruned, dummy_feed(prepared.model, {"x": [1, 3, 8, 8]}, seed=7))
+
+
+def test_reshape_with_computed_channel_entry_is_a_barrier() -> None:
+    """The channel entry computed as Shape(x)[2] * 1 (not the channel count read from x): the
+    analysis cannot make it follow, so the Reshape keeps its channels and says why."""
+    nodes = [helper.make_node("Shape", ["ra"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "zero"], ["batch"], name="gather_n", axis=0),
+             helper.make_node("Gather", ["s", "one"], ["c"], name="gather_c", axis=0),
+             helper.make_node("Mul", ["c", "one_value"], ["c_times"], name="times"),
+             helper.make_node("Concat", ["batch", "c_times", "minus_one"], ["target"], name="concat", axis=0)]
+    inits = [_ints("zero", [0]), _ints("one", [1]), _ints("one_value", [1]), _ints("minus_one", [-1])]
+    prepared = prepare(_reshape_model(nodes, inits, "target"), [1, 3, 8, 8])
+    group = prepared.analysis.groups[prepared.analysis.group_of_tensor("a")[0]]
+    assert not group.prunable and "reshape_1" in group.kept_reason and "computed" in group.kept_reason

@@ -210,6 +210,19 @@ SINGLE_NODE_CASES = {
         N("Mul", ["d", "c"], ["m"]), N("Cast", ["m"], ["md"], to=TensorProto.DOUBLE), N("Cast", ["md"], ["mf"], to=TensorProto.FLOAT),
         N("Range", ["r0", "r9", "r1"], ["r"]), N("Cast", ["r"], ["rf"], to=TensorProto.FLOAT), N("Add", ["mf", "rf"], ["y"]),
     ], {"ratio": np.array(0.3, np.float32), "r0": np.array(0, np.int64), "r9": np.array(9, np.int64), "r1": np.array(1, np.int64)}),
+    "more_activations": ([
+        N("Mish", ["x"], ["a"]), N("Celu", ["a"], ["b"], alpha=0.8), N("Sin", ["b"], ["c"]), N("Cos", ["x"], ["d"]),
+        N("Mul", ["x", "three"], ["x3"]), N("Round", ["x3"], ["e"]), N("Softsign", ["e"], ["f"]),
+        N("ThresholdedRelu", ["x"], ["g"], alpha=0.3), N("Mean", ["c", "d", "f", "g"], ["y"]),
+    ], {"three": np.array(3.0, np.float32)}),
+    "lp_pools": ([N("LpPool", ["x"], ["a"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], p=2),
+                  N("LpPool", ["x"], ["b"], kernel_shape=[2, 3], strides=[2, 2], pads=[0, 1, 1, 1], p=1),
+                  N("GlobalLpPool", ["x"], ["c"], p=3), N("Add", ["a", "b"], ["ab"]), N("Add", ["ab", "c"], ["y"])], {}),
+    "more_reductions": ([N("ReduceMin", ["x", "ax"], ["a"]), N("ReduceL1", ["x", "ax"], ["b"]), N("ReduceL2", ["x", "ax"], ["c"]),
+                         N("ReduceProd", ["x", "last"], ["d"], keepdims=1), N("ReduceL2", ["x"], ["e"], keepdims=0),
+                         N("Size", ["x"], ["n"]), N("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+                         N("Sum", ["a", "b", "c", "d", "e", "nf"], ["y"])],
+                        {"ax": _i(2, 3), "last": _i(-1)}),
 }
 
 
@@ -376,3 +389,14 @@ def test_prepare_module_lays_4d_tensors_out_channels_last_and_leaves_others() ->
         assert module["conv3d"].weight.dim() == 5 and module["conv3d"].weight.is_contiguous()
         torch.testing.assert_close(module["conv2d"](x2), before[0])
         torch.testing.assert_close(module["conv3d"](x3), before[1])
+
+
+def test_every_op_the_analysis_accepts_runs_in_the_torch_view() -> None:
+    """The channel rules and the torch view agree on which ops exist: an op the analysis would
+    prune through is one the explorer can also train."""
+    from onnxwootz.passes.channel_rules import DOMAIN_RULES, RULES
+    from onnxwootz.runtime.torch_ops import DOMAIN_OPS, OPS
+
+    assert sorted(set(RULES) - set(OPS)) == []
+    assert sorted(set(DOMAIN_RULES) - set(DOMAIN_OPS)) == []
+

@@ -94,6 +94,10 @@ def apply(
                       f"({1 - result.params_after / max(result.params_before, 1):.1%} less), "
                       f"MACs {_fmt(result.macs_before)} -> {_fmt(result.macs_after)} "
                       f"({1 - result.macs_after / max(result.macs_before, 1):.1%} less)")
+        if result.verified:
+            console.print(f"checked: computes what the masked original computes ({result.verified})")
+        else:
+            console.print(f"[yellow]not verified[/]: {result.verification}")
         if result.plan:
             console.print(f"plan written to {result.plan}")
 

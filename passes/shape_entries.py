@@ -1,0 +1,89 @@
+"""Where one entry of a shape tensor comes from. A Reshape target may be a constant or be
+assembled at run time (paddle2onnx: Concat(Slice(Shape(x)), constant); torch: Concat of
+Unsqueeze(Gather(Shape(x)))). When pruning changes the channel count, the entry that holds it
+must follow: a constant is rewritten, an entry read from the pruned tensor's own shape
+follows by itself."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from onnxwootz.passes.graph_index import GraphIndex, attribute
+
+_SAME_VALUES = {"Cast", "Identity"}  # element k of the output is element k of the input
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeEntry:
+    """Element `position` of initializer `tensor` (constant) or of Shape(`tensor`) (not constant)."""
+
+    tensor: str
+    position: int
+    constant: bool
+
+
+def shape_entry(index: GraphIndex, shapes: dict[str, list[int]], name: str, position: int) -> ShapeEntry | None:
+    """The origin of element `position` of the small 1-D int tensor `name`, through Concat,
+    Cast, Identity, (Un)squeeze, Gather and Slice; None when it is computed otherwise. A constant
+    is only returned when every tensor on the way is read by one node (rewriting it then
+    changes this shape only)."""
+    shared = False
+    while True:
+        array = index.array(name)
+        if array is not None:
+            return None if shared or not 0 <= position < array.size else ShapeEntry(name, position, True)
+        node = index.producer.get(name)
+        if node is None:
+            return None
+        shared = shared or len(index.consumers.get(name, [])) != 1
+        op = node.op_type
+        if op in _SAME_VALUES or (op in ("Unsqueeze", "Squeeze") and position == 0):
+            name = node.input[0]
+        elif op == "Shape":
+            rank = len(shapes.get(node.input[0], []))
+            start = attribute(node, "start", 0)
+            start = start + rank if start < 0 else start
+            return ShapeEntry(node.input[0], start + position, False)
+        elif op == "Gather" and attribute(node, "axis", 0) == 0:
+            indices = index.array(node.input[1])
+            length = _length(shapes, node.input[0])
+            if indices is None or length is None or position >= indices.size:
+                return None
+            picked = int(indices.reshape(-1)[position])
+            name, position = node.input[0], picked + length if picked < 0 else picked
+        elif op == "Slice":
+            starts, ends, axes, steps = (_constant_input(index, node, i) for i in range(1, 5))
+            length = _length(shapes, node.input[0])
+            if starts is None or ends is None or starts.size != 1 or length is None:
+                return None
+            if axes is not None and int(axes.reshape(-1)[0]) not in (0, -1):
+                return None
+            step = 1 if steps is None else int(steps.reshape(-1)[0])
+            picked = range(length)[int(starts[0]):int(ends[0]):step] if step else range(0)
+            if position >= len(picked):
+                return None
+            name, position = node.input[0], picked[position]
+        elif op == "Concat":
+            for part in node.input:
+                length = _length(shapes, part)
+                if length is None:
+                    return None
+                if position < length:
+                    name = part
+                    break
+                position -= length
+            else:
+                return None
+        else:
+            return None
+
+
+def _constant_input(index: GraphIndex, node, slot: int):
+    return index.array(node.input[slot]) if len(node.input) > slot and node.input[slot] else None
+
+
+def _length(shapes: dict[str, list[int]], name: str) -> int | None:
+    shape = shapes.get(name)
+    if shape is None or len(shape) > 1:
+        return None
+    return shape[0] if shape else 1
