@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -22,9 +21,10 @@ from onnxwootz.data import load_dataset
 from onnxwootz.preprocess import Preprocess, accuracy_of
 from onnxwootz.runtime.sessions import cpu_session
 
+from cli_helpers import CLI, one_clean_line, run_cli
+
 TEACHER = Path(__file__).resolve().parents[1] / "models" / "digits_resnet.onnx"
 TINY = {"candidates": 4, "pretrain_steps": 20, "finetune_steps": 30, "eval_every": 10, "batch": 32}
-CLI = shutil.which("onnxwootz")
 
 
 def _tiny_flags(**extra: str) -> list[str]:
@@ -118,17 +118,6 @@ def test_killed_run_resumes_without_losing_or_redoing_trials(tmp_path: Path) -> 
     assert (done["model"] is None) == (ref["model"] is None) and done["candidates_tried"] == ref["candidates_tried"]
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True)
-
-
-def _one_clean_line(result: subprocess.CompletedProcess, code: int, needle: str) -> None:
-    assert result.returncode == code, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def _npz(path: Path, x_train, y_train, x_val, y_val) -> Path:
     np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
     return path
@@ -137,21 +126,21 @@ def _npz(path: Path, x_train, y_train, x_val, y_val) -> Path:
 def test_empty_dataset_is_one_clear_error(tmp_path: Path) -> None:
     empty = np.zeros((0, 8, 8), np.uint8)
     data = _npz(tmp_path / "empty.npz", empty, np.zeros(0, np.int64), empty, np.zeros(0, np.int64))
-    result = _run_cli("prune", str(TEACHER), "--data", str(data), "--run-dir", str(tmp_path / "r"))
-    _one_clean_line(result, 3, "empty")
+    result = run_cli("prune", str(TEACHER), "--data", str(data), "--run-dir", str(tmp_path / "r"))
+    one_clean_line(result, 3, "empty")
 
 
 def test_labels_outside_the_models_outputs_are_one_clear_error(tmp_path: Path) -> None:
     x = np.zeros((20, 8, 8), np.uint8)
     data = _npz(tmp_path / "labels.npz", x, np.full(20, 12), x, np.arange(20) % 10)
-    result = _run_cli("prune", str(TEACHER), "--data", str(data), "--run-dir", str(tmp_path / "r"))
-    _one_clean_line(result, 3, "label")
+    result = run_cli("prune", str(TEACHER), "--data", str(data), "--run-dir", str(tmp_path / "r"))
+    one_clean_line(result, 3, "label")
 
 
 def test_images_that_cannot_be_shaped_are_one_clear_error(tmp_path: Path) -> None:
     x = np.zeros((20, 2, 8, 8, 5), np.uint8)
     data = _npz(tmp_path / "rank.npz", x, np.arange(20) % 10, x, np.arange(20) % 10)
-    result = _run_cli("prune", str(TEACHER), "--data", str(data), "--run-dir", str(tmp_path / "r"))
+    result = run_cli("prune", str(TEACHER), "--data", str(data), "--run-dir", str(tmp_path / "r"))
     assert result.returncode == 3 and "Traceback" not in result.stderr
 
 
@@ -162,21 +151,21 @@ def test_model_without_dataset_needs_data_flag(tmp_path: Path) -> None:
             model.metadata_props.remove(prop)
     path = tmp_path / "nodata.onnx"
     onnx.save(model, str(path))
-    result = _run_cli("prune", str(path), "--run-dir", str(tmp_path / "r"))
-    _one_clean_line(result, 4, "--data")
+    result = run_cli("prune", str(path), "--run-dir", str(tmp_path / "r"))
+    one_clean_line(result, 4, "--data")
 
 
 def test_cuda_without_gpu_is_one_clear_error(tmp_path: Path) -> None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run([CLI, "prune", str(TEACHER), "--device", "cuda", "--run-dir", str(tmp_path / "r"),
                              *_tiny_flags()], capture_output=True, text=True, env=env)
-    _one_clean_line(result, 5, "cuda")
+    one_clean_line(result, 5, "cuda")
 
 
 def test_run_dir_of_another_run_is_refused(tmp_path: Path) -> None:
     onnxwootz.prune(TEACHER, run_dir=tmp_path / "r", constraint="accuracy >= teacher - 0.5", **TINY)
-    result = _run_cli("prune", str(TEACHER), "--run-dir", str(tmp_path / "r"), *_tiny_flags(seed="3"))
-    _one_clean_line(result, 4, "different run")
+    result = run_cli("prune", str(TEACHER), "--run-dir", str(tmp_path / "r"), *_tiny_flags(seed="3"))
+    one_clean_line(result, 4, "different run")
 
 
 class _Recorder:

@@ -6,8 +6,6 @@ misuse as one clear line with its exit code."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +20,9 @@ from onnxwootz.metrics import agreement, fidelity, map_iou
 from onnxwootz.preprocess import Preprocess, get_metadata
 from onnxwootz.runtime.sessions import cpu_session
 
+from cli_helpers import one_clean_line, run_cli
+
 TEACHER = Path(__file__).resolve().parents[1] / "models" / "digits_resnet.onnx"
-CLI = shutil.which("onnxwootz")
 TINY = {"candidates": 4, "pretrain_steps": 5, "finetune_steps": 5, "eval_every": 5, "batch": 16}
 TINY_FLAGS = ["--candidates", "4", "--pretrain-steps", "5", "--finetune-steps", "5"]
 UNIT_RGB = json.dumps({"size": [16, 16], "channels": 3, "scale": 1 / 255, "mean": [0.5], "std": [0.25]})
@@ -116,17 +115,6 @@ def digits_unlabeled(path: Path) -> Path:
     return path
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True)
-
-
-def _one_clean_line(result: subprocess.CompletedProcess, code: int, needle: str) -> None:
-    assert result.returncode == code, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def _outputs(model_path: str | Path, x: np.ndarray) -> list[np.ndarray]:
     model = onnx.load(str(model_path))
     onnx.checker.check_model(model, full_check=True)
@@ -202,7 +190,7 @@ def test_yolo_heads_as_model_inputs_are_held_to_fidelity(tmp_path: Path) -> None
 def test_probability_map_with_dynamic_dims_through_the_cli(tmp_path: Path) -> None:
     model, data = prob_map(tmp_path / "map.onnx"), images(tmp_path / "x.npz")
     run = tmp_path / "run"
-    completed = _run_cli("prune", str(model), "--data", str(data), "--run-dir", str(run), "--preprocess", "unit",
+    completed = run_cli("prune", str(model), "--data", str(data), "--run-dir", str(run), "--preprocess", "unit",
                          "--input-shape", "1,3,16,16", "--metric", "map_iou@0.5", "--constraint",
                          "map_iou@0.5 >= teacher - 0.4", "--json", *TINY_FLAGS)
     assert completed.returncode == 0, completed.stderr
@@ -300,6 +288,6 @@ def test_misuses_are_one_clear_error(files, tmp_path: Path, model, data, options
 
 def test_misuses_exit_with_one_line_from_the_cli(files, tmp_path: Path) -> None:
     run = str(tmp_path / "r")
-    _one_clean_line(_run_cli("prune", str(TEACHER), "--data", str(files["digits"]), "--run-dir", run, "--metric",
+    one_clean_line(run_cli("prune", str(TEACHER), "--data", str(files["digits"]), "--run-dir", run, "--metric",
                              "top1"), 3, "needs class labels but the data has none")
-    _one_clean_line(_run_cli("prune", str(TEACHER), "--run-dir", run, "--input-shape", "1,x"), 4, "--input-shape")
+    one_clean_line(run_cli("prune", str(TEACHER), "--run-dir", run, "--input-shape", "1,x"), 4, "--input-shape")
