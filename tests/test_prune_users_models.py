@@ -1,4 +1,5 @@
-"""`prune` on the models users bring: no labels (agreement with the teacher), several outputs
+"""`prune` on the models users bring: a torchvision-style export with only --data DIR --preprocess
+imagenet, no labels (agreement with the teacher), several outputs
 (fidelity), a probability map (map IoU) with dynamic spatial dims resolved from the data, a
 Python callable as the metric; the held-out test split reported beside validation; and every
 misuse as one clear line with its exit code."""
@@ -291,3 +292,38 @@ def test_misuses_exit_with_one_line_from_the_cli(files, tmp_path: Path) -> None:
     one_clean_line(run_cli("prune", str(TEACHER), "--data", str(files["digits"]), "--run-dir", run, "--metric",
                              "top1"), 3, "needs class labels but the data has none")
     one_clean_line(run_cli("prune", str(TEACHER), "--run-dir", run, "--input-shape", "1,x"), 4, "--input-shape")
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_torchvision_style_export_prunes_with_only_data_and_a_preset(exporter: str, tmp_path: Path) -> None:
+    """A classifier as users export it (torchvision's ResNet-18 layout from models.builders, no
+    onnxwootz metadata) and a folder of class subfolders: `--data DIR --preprocess imagenet` is
+    all `prune` needs; the answer carries the preprocessing and metric it was found with."""
+    from PIL import Image
+
+    from models.builders import TEST_INPUT_SHAPE
+    from models.export import cached_export
+
+    model = tmp_path / "resnet18.onnx"
+    onnx.save(cached_export("resnet18", exporter), str(model))
+    rng = np.random.default_rng(8)
+    for label in range(3):
+        folder = tmp_path / "photos" / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            pixels[..., label] = 255  # one bright channel per class
+            Image.fromarray(pixels, "RGB").save(folder / f"{i}.png")
+    completed = run_cli("prune", str(model), "--data", str(tmp_path / "photos"), "--preprocess", "imagenet",
+                        "--run-dir", str(tmp_path / "run"), "--constraint", "accuracy >= 0", "--json", *TINY_FLAGS)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["metric"] == "top1" and result["input_shape"] == list(TEST_INPUT_SHAPE)
+    assert result["splits"] == {"train": 24, "val": 6, "test": 6, "unlabeled": 0}  # 70/15/15 per class
+    assert result["model"] is not None and result["test_metric"] is not None
+    answer = onnx.load(result["model"])
+    assert Preprocess.from_model(answer) == Preprocess(size=(32, 32), channels=3, scale=1 / 255,
+                                                       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert get_metadata(answer, "onnxwootz.metric") == "top1"
+    outputs = cpu_session(answer).run(None, {answer.graph.input[0].name: np.zeros((2, 3, 32, 32), np.float32)})
+    assert outputs[0].shape == (2, 10)
