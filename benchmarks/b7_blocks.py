@@ -71,7 +71,7 @@ def block_summary(configs: list[list[float]], units: list[str]) -> dict[str, Any
     return summary
 
 
-def spread(values: list[float | None]) -> dict[str, float | None]:
+def median_range(values: list[float | None]) -> dict[str, float | None]:
     """Median and range; None when any run found no answer."""
     if not values or any(v is None for v in values):
         return {"median": None, "min": None, "max": None}
@@ -107,6 +107,13 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {strategy: {figure: median_range([row[strategy][figure] for row in rows])
+                                          for figure in FIGURES} for strategy in STRATEGIES}
+    summary["ratio"] = median_range([row["ratio"] for row in rows])
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="digits", choices=("digits", "glyphs"))
@@ -114,7 +121,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=16, help="size of the profile subspace")
     parser.add_argument("--alpha", type=float, default=1.0, help="accuracy drop allowed, in points")
     parser.add_argument("--finetune-steps", type=int, default=PAPER_FINETUNE_STEPS,
-                        help=f"fine-tuning budget per candidate, both strategies (default, as B3: {PAPER_FINETUNE_STEPS})")
+                        help="fine-tuning budget per candidate, both strategies "
+                        f"(default as B3: {PAPER_FINETUNE_STEPS})")
     parser.add_argument("--subspace-seed", type=int, default=0, help="seed of the profile sampler")
     options = parser.parse_args()
     seeds = [int(s) for s in options.seeds.split(",") if s.strip()]
@@ -141,7 +149,7 @@ def main() -> None:
             row["ratio"] = row["per-unit"]["wall_seconds"] / max(row["sequitur"]["wall_seconds"], 1e-9)
             rows.append(row)
             print(row_line(row), flush=True)
-    summary = _summary(rows)
+    summary = summarize(rows)
     table = markdown(rows, summary)
     print("\n" + table)
     path = RESULTS / f"{stem}.json"
@@ -155,13 +163,6 @@ def main() -> None:
                     "device": str(resolve_device(Spec().device))},
         "rows": rows, "summary": summary, "table": table})
     print(f"wrote {path} and {configs_path}")
-
-
-def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    summary: dict[str, Any] = {strategy: {figure: spread([row[strategy][figure] for row in rows])
-                                          for figure in FIGURES} for strategy in STRATEGIES}
-    summary["ratio"] = spread([row["ratio"] for row in rows])
-    return summary
 
 
 if __name__ == "__main__":

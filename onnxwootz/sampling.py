@@ -9,6 +9,7 @@ import bisect
 import dataclasses
 import itertools
 import math
+import numbers
 import os
 import random
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
@@ -79,6 +80,7 @@ def _choices(n: int, n_units: int, rates: Sequence[float]) -> list[float]:
 
 
 def checked_rate(rate: float) -> float:
+    """A rate as a plain float in [0, 1), or one clear error (shared with onnxwootz.sensitivity)."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and 0 <= rate < 1):
         raise BadSpecError(f"pruning rate {rate!r} is outside [0, 1)")
     return float(rate) + 0.0
@@ -210,7 +212,7 @@ def _tolerance(unit_drops: Mapping[float, float], rates: list[float], unit: int)
     if missing:
         raise BadSpecError(f"the sensitivity profile has no drop for unit {unit} at rate {missing[0]:g}")
     values = [unit_drops[rate] for rate in rates]
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) for v in values):
         raise BadSpecError(f"the sensitivity profile of unit {unit} holds a drop that is not a finite number")
     return list(itertools.accumulate((float(v) for v in values), max))
 
