@@ -9,12 +9,16 @@ import bisect
 import dataclasses
 import itertools
 import math
+import numbers
 import os
 import random
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from onnxwootz.errors import BadSpecError
 from onnxwootz.results import Result
+
+if TYPE_CHECKING:
+    from onnxwootz.sensitivity import Sensitivity
 
 _ENUMERATE_LIMIT = 20_000  # spaces this small are listed in full instead of sampled
 _DRAWS_PER_CONFIG = 30  # sampling budget once every size bin has a candidate
@@ -34,15 +38,8 @@ def sample_configurations(n: int, n_units: int, rates: Sequence[float],
     per-draw pruning pressure, so the tails are reached) until every bin holds one or the
     budget is spent. Each bin takes its candidate nearest its target; a bin left empty (sizes
     can be discrete) takes the nearest unused candidate instead. Deterministic for a seed."""
-    choices = sorted({0.0, *(_checked_rate(r) for r in rates)})
-    if n < 1:
-        raise BadSpecError(f"the number of configurations must be at least 1, got {n}")
-    if n_units < 1:
-        raise BadSpecError(f"the model must have at least one prunable unit, got {n_units}")
+    choices = _choices(n, n_units, rates)
     space = len(choices) ** n_units
-    if space < n:
-        raise BadSpecError(f"only {space} distinct configurations exist ({len(choices)} rates including 0 "
-                           f"over {n_units} units), fewer than the {n} asked for")
     rng = random.Random(seed)
     low, high = size_of([choices[-1]] * n_units), size_of([0.0] * n_units)
     step = (high - low) / (n - 1) if n > 1 else 0.0  # targets low, low + step, ..., high
@@ -68,7 +65,22 @@ def sample_configurations(n: int, n_units: int, rates: Sequence[float],
     return [list(config) for config in _spread(pool, n, low, step, bin_of, rng)]
 
 
-def _checked_rate(rate: float) -> float:
+def _choices(n: int, n_units: int, rates: Sequence[float]) -> list[float]:
+    """The sorted rates with 0, once `n` distinct configurations are known to exist."""
+    choices = sorted({0.0, *(checked_rate(r) for r in rates)})
+    if n < 1:
+        raise BadSpecError(f"the number of configurations must be at least 1, got {n}")
+    if n_units < 1:
+        raise BadSpecError(f"the model must have at least one prunable unit, got {n_units}")
+    space = len(choices) ** n_units
+    if space < n:
+        raise BadSpecError(f"only {space} distinct configurations exist ({len(choices)} rates including 0 "
+                           f"over {n_units} units), fewer than the {n} asked for")
+    return choices
+
+
+def checked_rate(rate: float) -> float:
+    """A rate as a plain float in [0, 1), or one clear error (shared with onnxwootz.sensitivity)."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and 0 <= rate < 1):
         raise BadSpecError(f"pruning rate {rate!r} is outside [0, 1)")
     return float(rate) + 0.0
@@ -130,6 +142,94 @@ def _nearest_unused(sizes: list[float], used: list[bool], target: float) -> int:
         return right
 
 
+PROFILE_LEVELS = 6
+"""Aggressiveness levels of the profile sampler: nothing pruned, then drop thresholds at evenly
+spaced quantiles of the measured drops, the last one the largest (every unit at its top rate)."""
+PROFILE_PERTURBATION = 0.25
+"""Chance that a segment of a profile configuration moves one rate step off its level's rate."""
+
+
+def sample_profile_configurations(n: int, drops: Sequence[Mapping[float, float]], rates: Sequence[float],
+                                  size_of: Callable[[list[float]], float], seed: int = 0,
+                                  levels: int = PROFILE_LEVELS,
+                                  perturbation: float = PROFILE_PERTURBATION) -> list[list[float]]:
+    """`n` distinct configurations drawn around a sensitivity profile, the way the pruning-rate
+    search tools that produce the paper's promising subspace draw them; sorted by size
+    `size_of(config)`, ties by rates. `drops[u][r]` is the metric drop with unit u alone pruned
+    at rate r (onnxwootz.sensitivity), for every rate in `rates`; rate 0 is always allowed.
+
+    A unit tolerates rate r up to the largest drop at any rate <= r (drops measured on a few
+    images are not monotone). Level 0 prunes nothing; level k >= 1 gives each unit the largest
+    rate whose tolerance is under the k-th threshold (quantiles of all tolerances). Consecutive
+    units whose level-by-level rates stay within one rate step of each other form a segment
+    (the stage-wise pruning of sensitivity-based tools) that takes one rate, the one its most
+    sensitive member tolerates: every configuration is a few runs of equal rates, and
+    configurations share those runs, so Sequitur finds multi-unit tuning blocks. Segments too
+    few to give 2n combinations are halved, longest first. Each configuration draws a level;
+    each segment moves one rate step up or down with probability `perturbation`. When
+    `_DRAWS_PER_CONFIG * n` draws leave fewer than n distinct configurations, later draws give
+    each segment a uniform random rate (still a whole run). Deterministic for a seed."""
+    choices = _choices(n, len(drops), rates)
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 3:
+        raise BadSpecError(f"the profile sampler needs at least 3 levels, got {levels!r}")
+    if not 0.0 <= perturbation <= 1.0:
+        raise BadSpecError(f"the perturbation probability must be in [0, 1], got {perturbation!r}")
+    tolerance = [_tolerance(unit_drops, choices[1:], unit) for unit, unit_drops in enumerate(drops)]
+    values = sorted(value for unit in tolerance for value in unit)
+    thresholds = [-math.inf] + [values[round(j * (len(values) - 1) / (levels - 2))] for j in range(levels - 1)]
+    signatures = [[sum(value <= threshold for value in unit) for threshold in thresholds] for unit in tolerance]
+    segments = _segments(signatures)
+    while len(choices) ** len(segments) < 2 * n and len(segments) < len(drops):
+        longest = max(range(len(segments)), key=lambda i: len(segments[i]))
+        half = len(segments[longest]) // 2
+        segments[longest:longest + 1] = [segments[longest][:half], segments[longest][half:]]
+    segment_steps = [[min(signatures[u][k] for u in segment) for k in range(levels)] for segment in segments]
+    rng = random.Random(seed)
+    top = len(choices) - 1
+    seen: dict[tuple[float, ...], float] = {}
+    draws = 0
+    while len(seen) < n:
+        level = rng.randrange(levels)
+        uniform = draws >= _DRAWS_PER_CONFIG * n
+        steps = []
+        for by_level in segment_steps:
+            step = by_level[level]
+            if uniform:
+                step = rng.randrange(len(choices))
+            elif rng.random() < perturbation:
+                step = min(top, max(0, step + rng.choice((-1, 1))))
+            steps.append(step)
+        draws += 1
+        config = tuple(choices[step] for segment, step in zip(segments, steps) for _ in segment)
+        if config not in seen:
+            seen[config] = size_of(list(config))
+    return [list(config) for config in sorted(seen, key=lambda c: (seen[c], c))]
+
+
+def _tolerance(unit_drops: Mapping[float, float], rates: list[float], unit: int) -> list[float]:
+    """Running maximum of a unit's drops over the sorted rates."""
+    missing = [rate for rate in rates if rate not in unit_drops]
+    if missing:
+        raise BadSpecError(f"the sensitivity profile has no drop for unit {unit} at rate {missing[0]:g}")
+    values = [unit_drops[rate] for rate in rates]
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) for v in values):
+        raise BadSpecError(f"the sensitivity profile of unit {unit} holds a drop that is not a finite number")
+    return list(itertools.accumulate((float(v) for v in values), max))
+
+
+def _segments(signatures: list[list[int]]) -> list[list[int]]:
+    """Maximal runs of consecutive units whose rate steps, level by level, span at most one step."""
+    segments = [[0]]
+    for unit in range(1, len(signatures)):
+        joined = segments[-1] + [unit]
+        if all(max(signatures[u][k] for u in joined) - min(signatures[u][k] for u in joined) <= 1
+               for k in range(len(signatures[unit]))):
+            segments[-1] = joined
+        else:
+            segments.append([unit])
+    return segments
+
+
 @dataclasses.dataclass
 class SampledConfig:
     rates: list[float]
@@ -143,21 +243,46 @@ class SubspaceResult(Result):
     units: list[str]
     output: str | None
     configurations: list[SampledConfig]
+    sampler: str = "spread"
+    sensitivity: Sensitivity | None = None  # the profile the "profile" sampler drew around
+
+
+SAMPLERS = ("spread", "profile")
+"""`spread`: sizes spread near uniformly (the paper's random sample); `profile`: around the
+teacher's measured per-unit sensitivity, as pruning-rate search tools draw them."""
 
 
 def subspace(model, n: int, rates: Sequence[float] = (0.3, 0.5, 0.7), seed: int = 0,
-             output: str | os.PathLike[str] | None = None, granularity: str = "module") -> SubspaceResult:
-    """Sample the promising subspace of `model`: `n` distinct configurations whose sizes are
-    spread near uniformly; params and MACs come from the cost model (onnxwootz.costs)."""
+             output: str | os.PathLike[str] | None = None, granularity: str = "module", sampler: str = "spread",
+             data: str | None = None) -> SubspaceResult:
+    """Sample the promising subspace of `model`: `n` distinct configurations, spread in size or
+    around the sensitivity profile measured on `data` (default: the dataset the model's
+    metadata names); params and MACs come from the cost model (onnxwootz.costs)."""
     from onnxwootz.atomic import write_json
     from onnxwootz.costs import CostModel
     from onnxwootz.prepared import model_label, prepare
 
     if n < 1:
         raise BadSpecError(f"-n must be at least 1, got {n}")
-    costs = CostModel(prepare(model), granularity)
-    configs = sample_configurations(n, len(costs.unit_names), rates, lambda r: costs.estimate(list(r))[0], seed)
+    if sampler not in SAMPLERS:
+        raise BadSpecError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    prepared = prepare(model)
+    costs = CostModel(prepared, granularity)
+
+    def size_of(rates: list[float]) -> float:
+        return costs.estimate(list(rates))[0]
+
+    sensitivity = None
+    if sampler == "profile":
+        from onnxwootz.sensitivity import profile
+
+        _choices(n, len(costs.unit_names), rates)  # a bad request fails before the measurement
+        sensitivity = profile(prepared, data, rates, granularity, seed)
+        configs = sample_profile_configurations(n, sensitivity.drops(), rates, size_of, seed)
+    else:
+        configs = sample_configurations(n, len(costs.unit_names), rates, size_of, seed)
     sampled = [SampledConfig(list(c), *costs.estimate(list(c))) for c in configs]
     if output is not None:
         write_json(output, [c.rates for c in sampled])
-    return SubspaceResult(model_label(model), costs.unit_names, str(output) if output else None, sampled)
+    return SubspaceResult(model_label(model), costs.unit_names, str(output) if output else None, sampled, sampler,
+                          sensitivity)

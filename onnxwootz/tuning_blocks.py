@@ -19,6 +19,10 @@ Strategy "sequitur" (the paper's hierarchical compression-based algorithm):
    parts). Any other rule is a dead end, and so is every rule above a dead end.
    Marked nodes never nest (a marked node unmarks everything below it), so each network's
    parse is split into disjoint blocks plus units covered by none.
+   So a multi-unit block needs each of its (unit, rate) symbols to occur, across the whole
+   subspace, only inside that run. Size-spread or random subspaces almost never have that,
+   and there Sequitur yields one block per (unit, rate), like "per-unit"; subspaces whose
+   configurations share runs (onnxwootz.sampling.sample_profile_configurations) do.
 5. A marked node whose rates are all 0 is dropped: it is the teacher's own layers, so a
    student of it has nothing to learn; its units are left uncovered (they take the teacher
    weights at assembly, which is exactly what a trained block would hold).

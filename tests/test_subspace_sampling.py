@@ -1,15 +1,20 @@
-"""The subspace sampler: distinct configurations whose model sizes spread over the whole
-achievable range, reproducibly, with a clear error when the space is too small."""
+"""The subspace samplers: the spread sampler's distinct configurations whose model sizes spread
+over the whole achievable range, and the profile sampler's configurations around a sensitivity
+profile, which share runs of rates (multi-unit tuning blocks); both reproducible, with clear
+errors for impossible requests."""
 
 from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
+from onnxwootz.configs import load_configs
 from onnxwootz.errors import BadSpecError
-from onnxwootz.sampling import sample_configurations
+from onnxwootz.sampling import sample_configurations, sample_profile_configurations, subspace
+from onnxwootz.tuning_blocks import TuningBlock, identify_blocks
 
 RATES = [0.3, 0.5, 0.7]
 
@@ -109,3 +114,102 @@ def test_discrete_sizes_still_give_distinct_configurations() -> None:
     # Every unit weighs the same: many configurations share a size, and bins can stay empty.
     configs = sample_configurations(60, 6, RATES, lambda c: sum(1.0 - r for r in c))
     assert len({tuple(c) for c in configs}) == 60
+
+
+# --- the profile sampler ----------------------------------------------------------------------
+
+TEACHER = Path(__file__).resolve().parents[1] / "models" / "digits_resnet.onnx"
+
+
+def _profile(n_units: int, seed: int = 3) -> list[dict[float, float]]:
+    """Drops that grow with the rate, a unit's scale drawn log-uniformly (some units barely
+    care, others lose a lot), with measurement noise that can make them non-monotone."""
+    rng = random.Random(seed)
+    drops = []
+    for _ in range(n_units):
+        scale = 10 ** rng.uniform(-2.5, -0.5)
+        drops.append({rate: max(0.0, scale * factor + rng.gauss(0, 0.002))
+                      for rate, factor in zip(RATES, (1.0, 2.5, 6.0))})
+    return drops
+
+
+def _multi_unit_blocks(configs: list[list[float]]) -> list[TuningBlock]:
+    return [block for block in identify_blocks(configs).blocks if len(block.rates) >= 2]
+
+
+def test_profile_configurations_are_distinct_valid_sorted_and_reproducible() -> None:
+    size_of = _size_function(16)
+    drops = _profile(16)
+    configs = sample_profile_configurations(64, drops, RATES, size_of, seed=5)
+    assert len(configs) == 64 and len({tuple(c) for c in configs}) == 64
+    assert all(len(c) == 16 and set(c) <= {0.0, *RATES} for c in configs)
+    sizes = [size_of(c) for c in configs]
+    assert sizes == sorted(sizes)
+    assert configs == sample_profile_configurations(64, drops, RATES, size_of, seed=5)
+    assert configs != sample_profile_configurations(64, drops, RATES, size_of, seed=6)
+
+
+def test_profile_configurations_share_runs_that_sequitur_turns_into_blocks() -> None:
+    # The point of the profile sampler: configurations share multi-unit runs of rates, so the
+    # compression step yields blocks spanning several units; the spread sampler's do not.
+    size_of = _size_function(16)
+    profile_configs = sample_profile_configurations(64, _profile(16), RATES, size_of)
+    spread_configs = sample_configurations(64, 16, RATES, size_of)
+    block_set = identify_blocks(profile_configs)
+    multi = {i for i, block in enumerate(block_set.blocks) if len(block.rates) >= 2}
+    assert len(multi) >= 3 and all(block_set.blocks[i].frequency >= 2 for i in multi)
+    covered = sum(bool(multi & set(composite.blocks)) for composite in block_set.composites)
+    assert covered >= len(profile_configs) // 2, "most networks use a multi-unit block"
+    assert _multi_unit_blocks(spread_configs) == []
+
+
+def test_profile_follows_the_sensitivity() -> None:
+    # Units 0-7 barely care about pruning, units 8-15 lose a lot: the insensitive half is
+    # pruned harder, and in the configurations near the profile (no perturbation) a unit
+    # never takes a higher rate than a less sensitive one.
+    drops = [{0.3: 0.001 * (1 + u), 0.5: 0.002 * (1 + u), 0.7: 0.004 * (1 + u)} for u in range(8)]
+    drops += [{0.3: 0.05 * (1 + u), 0.5: 0.1 * (1 + u), 0.7: 0.3 * (1 + u)} for u in range(8)]
+    configs = sample_profile_configurations(40, drops, RATES, _size_function(16), perturbation=0.1)
+    first, second = (sum(sum(c[half]) for c in configs) for half in (slice(0, 8), slice(8, 16)))
+    assert first > 1.5 * second
+    exact = sample_profile_configurations(4, drops, RATES, _size_function(16), perturbation=0.0)
+    assert [0.0] * 16 in exact, "level 0 prunes nothing"
+    assert all(c[u] >= c[u + 1] for c in exact for u in range(15))
+
+
+def test_profile_of_the_digits_teacher_gives_multi_unit_blocks_the_spread_subspace_lacks(tmp_path: Path) -> None:
+    profile_result = subspace(TEACHER, 16, RATES, 0, tmp_path / "profile.json", sampler="profile", data="digits")
+    spread_result = subspace(TEACHER, 16, RATES, 0)
+    assert profile_result.sampler == "profile" and spread_result.sensitivity is None
+    assert profile_result.sensitivity is not None and profile_result.sensitivity.metric == "accuracy"
+    assert [u.name for u in profile_result.sensitivity.units] == profile_result.units
+    configs = [c.rates for c in profile_result.configurations]
+    assert load_configs(tmp_path / "profile.json", len(profile_result.units)) == configs
+    assert len({tuple(c) for c in configs}) == 16
+    assert _multi_unit_blocks(configs), "Sequitur finds blocks spanning >= 2 units"
+    assert _multi_unit_blocks([c.rates for c in spread_result.configurations]) == []
+
+
+def test_profile_sampler_fills_a_small_space() -> None:
+    drops = [{0.5: 0.01}, {0.5: 0.02}, {0.5: 0.5}]
+    configs = sample_profile_configurations(8, drops, [0.5], _size_function(3))
+    assert sorted(map(tuple, configs)) == sorted(itertools.product([0.0, 0.5], repeat=3))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n": 10}, "only 9 distinct configurations exist"),
+    ({"drops": [{0.3: 0.1, 0.5: 0.2}, {0.3: 0.1}]}, "no drop for unit 1 at rate 0.5"),
+    ({"drops": [{0.3: 0.1, 0.5: float("nan")}, {0.3: 0.1, 0.5: 0.2}]}, "not a finite number"),
+    ({"levels": 2}, "at least 3 levels"),
+    ({"perturbation": 1.5}, "in \\[0, 1\\]"),
+])
+def test_profile_sampler_bad_arguments_are_spec_errors(kwargs: dict, message: str) -> None:
+    arguments = {"n": 4, "drops": [{0.3: 0.1, 0.5: 0.2}, {0.3: 0.1, 0.5: 0.3}], "rates": [0.3, 0.5],
+                 "size_of": _size_function(2), **kwargs}
+    with pytest.raises(BadSpecError, match=message):
+        sample_profile_configurations(**arguments)
+
+
+def test_unknown_sampler_is_a_spec_error() -> None:
+    with pytest.raises(BadSpecError, match="unknown sampler 'sizes'; choose one of spread, profile"):
+        subspace(TEACHER, 4, sampler="sizes")

@@ -1,0 +1,133 @@
+"""Per-unit pruning sensitivity, measured once: how much the metric drops when one unit alone is
+L1-pruned at each rate, with no training. Pruning-rate search tools start from this profile
+(the promising subspace the paper takes as given comes from such tools), and the profile
+sampler (onnxwootz.sampling.sample_profile_configurations) draws configurations around it.
+
+Cost: one ONNX Runtime evaluation of the teacher plus units x rates evaluations of L1-pruned
+copies on the validation images. The metric is top-1 accuracy against class labels, or, with
+no class labels (label-free or text-labelled data), agreement with the teacher's top-1 (over
+the last output axis, so a sequence model agrees per position)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
+from onnxwootz.results import Result
+from onnxwootz.sampling import checked_rate
+
+EVAL_BATCH = 256
+"""Images per ONNX Runtime call when the model's batch dimension is dynamic."""
+
+
+@dataclasses.dataclass
+class UnitSensitivity:
+    """One unit's metric (and its drop from the teacher's) with only this unit pruned, per rate
+    (in the order of `Sensitivity.rates`)."""
+
+    name: str
+    metric: list[float]
+    drop: list[float]
+
+
+@dataclasses.dataclass
+class Sensitivity(Result):
+    """`metric` is 'accuracy' (against class labels) or 'agreement' (with the teacher's top-1,
+    so the teacher scores 1.0). `seconds` covers the pruning and the evaluations."""
+
+    model: str
+    metric: str
+    teacher: float
+    rates: list[float]
+    images: int
+    units: list[UnitSensitivity]
+    seconds: float
+
+    def drops(self) -> list[dict[float, float]]:
+        """Per unit, rate -> drop: the profile `sample_profile_configurations` takes."""
+        return [dict(zip(self.rates, unit.drop)) for unit in self.units]
+
+
+def measure_sensitivity(prepared: PreparedModel, x: np.ndarray, labels: np.ndarray | None = None,
+                        rates: Sequence[float] = (0.3, 0.5, 0.7), granularity: str = "module", round_to: int = 1,
+                        threads: int = 0) -> Sensitivity:
+    """The profile of `prepared` on images `x` (preprocessed model inputs): for every unit and
+    rate, the model with that unit alone L1-pruned at that rate, evaluated with ONNX Runtime."""
+    from onnxwootz.pruning import prune_prepared
+
+    started = time.perf_counter()
+    checked = sorted({checked_rate(rate) for rate in rates} - {0.0})  # rate 0 is the teacher itself
+    if not checked:
+        raise BadSpecError("sensitivity needs at least one pruning rate above 0")
+    if len(x) == 0:
+        raise BadDataError("sensitivity needs at least one validation image")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(x),):
+            raise BadDataError(f"sensitivity labels must be {len(x)} class indices, got {labels.dtype} "
+                               f"{list(labels.shape)}")
+    names = [unit.name for unit in prepared.units(granularity).units]
+    if not names:
+        raise BadSpecError(f"{prepared.label} has no prunable units (see `onnxwootz analyze`)")
+    teacher_top1 = _top1(prepared.model, x, threads)
+    if labels is not None and teacher_top1.shape != labels.shape:
+        raise BadDataError(f"the model's top-1 has shape {list(teacher_top1.shape)}; class labels need one class "
+                           "per image (an output [N, classes])")
+    reference = labels if labels is not None else teacher_top1
+    teacher = float(np.mean(teacher_top1 == reference))
+    units = []
+    for name in names:
+        metric = []
+        for rate in checked:
+            config = {other: 0.0 for other in names}
+            config[name] = rate
+            pruned = prune_prepared(prepared, config, granularity, round_to)
+            metric.append(float(np.mean(_top1(pruned.model, x, threads) == reference)))
+        units.append(UnitSensitivity(name, metric, [teacher - value for value in metric]))
+    return Sensitivity(model=prepared.label, metric="accuracy" if labels is not None else "agreement",
+                       teacher=teacher, rates=checked, images=len(x), units=units,
+                       seconds=time.perf_counter() - started)
+
+
+def profile(model: ModelSource | PreparedModel, data: str | None = None, rates: Sequence[float] = (0.3, 0.5, 0.7),
+            granularity: str = "module", seed: int = 0, threads: int = 0) -> Sensitivity:
+    """The profile of a teacher on the validation split of its dataset (`data`, or the one its
+    metadata names), preprocessed by the model's own contract, as `prune` loads it."""
+    from onnxwootz.data import load_dataset
+    from onnxwootz.preprocess import Preprocess, dataset_of
+
+    prepared = model if isinstance(model, PreparedModel) else prepare(model)
+    preprocess = Preprocess.from_model(prepared.model)
+    if preprocess is None:
+        raise BadSpecError(f"{prepared.label} has no 'onnxwootz.preprocess' metadata: the tool cannot know how to "
+                           "feed it images (see the README for the format)")
+    data = data or dataset_of(prepared.model)
+    if data is None:
+        raise BadSpecError(f"{prepared.label} does not name its dataset in its metadata: pass the data "
+                           "('digits', a directory or an .npz file)")
+    out_shape = prepared.shapes[prepared.model.graph.output[0].name]
+    dataset = load_dataset(data, preprocess, int(out_shape[-1]), seed)
+    labels = dataset.y_val if dataset.labels == "class" else None
+    return measure_sensitivity(prepared, dataset.x_val, labels, rates, granularity, threads=threads)
+
+
+def _top1(model: onnx.ModelProto, x: np.ndarray, threads: int) -> np.ndarray:
+    """Arg-max over the last axis of the first output, in batches the model's input allows."""
+    from onnxwootz.runtime.sessions import cpu_session
+
+    session = cpu_session(model, threads)
+    feed = session.get_inputs()[0]
+    fixed = feed.shape[0] if feed.shape and isinstance(feed.shape[0], int) and feed.shape[0] > 0 else None
+    batch = fixed or EVAL_BATCH
+    if fixed is not None and len(x) % fixed:
+        raise BadDataError(f"{model_label(model)} takes batches of exactly {fixed} images; "
+                           f"{len(x)} validation images do not divide into them")
+    parts = [session.run(None, {feed.name: np.ascontiguousarray(x[start:start + batch])})[0].argmax(axis=-1)
+             for start in range(0, len(x), batch)]
+    return np.concatenate(parts)

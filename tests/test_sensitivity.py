@@ -1,0 +1,89 @@
+"""Per-unit sensitivity of the bundled digits teacher: every entry is the metric of the model
+with that unit alone L1-pruned at that rate, checked against an independent ONNX Runtime
+evaluation; label-free data measures agreement with the teacher; bad inputs are clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnxwootz.data import load_dataset
+from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.prepared import PreparedModel, prepare
+from onnxwootz.preprocess import Preprocess
+from onnxwootz.pruning import prune_prepared
+from onnxwootz.runtime.sessions import cpu_session
+from onnxwootz.sensitivity import measure_sensitivity, profile
+
+TEACHER = Path(__file__).resolve().parents[1] / "models" / "digits_resnet.onnx"
+IMAGES = 96
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[PreparedModel, np.ndarray, np.ndarray]:
+    prepared = prepare(TEACHER)
+    dataset = load_dataset("digits", Preprocess.from_model(prepared.model), 10, 0)
+    return prepared, dataset.x_val[:IMAGES], dataset.y_val[:IMAGES]
+
+
+def _predictions(model, x: np.ndarray) -> np.ndarray:
+    session = cpu_session(model, 1)
+    return session.run(None, {session.get_inputs()[0].name: x})[0].argmax(axis=1)
+
+
+def test_drops_are_the_accuracy_lost_with_one_unit_pruned(digits) -> None:
+    prepared, x, y = digits
+    result = measure_sensitivity(prepared, x, y, rates=(0.7, 0.3, 0.0, 0.5), threads=1)
+    assert result.metric == "accuracy" and result.images == IMAGES
+    assert result.rates == [0.3, 0.5, 0.7], "sorted, rate 0 (the teacher itself) left out"
+    names = [unit.name for unit in prepared.units("module").units]
+    assert [unit.name for unit in result.units] == names
+    assert result.teacher == pytest.approx(float(np.mean(_predictions(prepared.model, x) == y)))
+    for unit in result.units:
+        assert len(unit.metric) == len(unit.drop) == 3
+        assert unit.drop == pytest.approx([result.teacher - m for m in unit.metric])
+    # one entry recomputed from scratch: the last unit alone at the largest rate
+    pruned = prune_prepared(prepared, {**{n: 0.0 for n in names}, names[-1]: 0.7}, "module", 1)
+    assert result.units[-1].metric[-1] == pytest.approx(float(np.mean(_predictions(pruned.model, x) == y)))
+    assert result.drops()[-1][0.7] == result.units[-1].drop[-1]
+    # the teacher is trained: pruning its first unit hard costs accuracy
+    assert result.units[0].drop[-1] > 0.1
+
+
+def test_without_labels_the_metric_is_agreement_with_the_teacher(digits) -> None:
+    prepared, x, _ = digits
+    free = measure_sensitivity(prepared, x, None, rates=[0.7], threads=1)
+    assert free.metric == "agreement" and free.teacher == 1.0
+    teacher = _predictions(prepared.model, x)
+    names = [unit.name for unit in free.units]
+    pruned = prune_prepared(prepared, {**{n: 0.0 for n in names}, names[0]: 0.7}, "module", 1)
+    assert free.units[0].metric == [pytest.approx(float(np.mean(_predictions(pruned.model, x) == teacher)))]
+    assert all(0.0 <= unit.drop[0] <= 1.0 for unit in free.units)
+    assert free.to_dict()["units"][0]["name"] == names[0]
+
+
+def test_profile_loads_the_validation_split_the_model_names(digits) -> None:
+    prepared, _, _ = digits
+    result = profile(prepared, "digits", rates=[0.5], threads=1)
+    assert result.metric == "accuracy" and result.images > IMAGES
+    assert result.model == prepared.label
+
+
+@pytest.mark.parametrize(("labels", "rates", "error", "message"), [
+    (np.zeros(3, dtype=np.int64), [0.5], BadDataError, "must be 96 class indices"),
+    (np.array(["a"] * IMAGES), [0.5], BadDataError, "class indices"),
+    (None, [0.0], BadSpecError, "at least one pruning rate above 0"),
+    (None, [1.0], BadSpecError, "outside"),
+])
+def test_bad_inputs_are_clear_errors(digits, labels, rates, error, message) -> None:
+    prepared, x, _ = digits
+    with pytest.raises(error, match=message):
+        measure_sensitivity(prepared, x, labels, rates, threads=1)
+
+
+def test_no_images_is_a_data_error(digits) -> None:
+    prepared, x, _ = digits
+    with pytest.raises(BadDataError, match="at least one validation image"):
+        measure_sensitivity(prepared, x[:0], None, [0.5])
