@@ -183,18 +183,36 @@ class Explorer:
     # -- set-up: subspace, blocks, ordering ---------------------------------------------------------
     def _configs(self) -> list[list[float]]:
         from onnxwootz.configs import load_configs
-        from onnxwootz.sampling import sample_configurations
+        from onnxwootz.sampling import sample_configurations, sample_profile_configurations
 
         stored = self.rundir.path / "configs.json"
         if stored.exists():
             return load_configs(stored, len(self.units))
+        def size_of(rates: list[float]) -> float:
+            return self.costs.estimate(rates)[0]
+
         if self.spec.configs:
             configs = load_configs(self.spec.configs, len(self.units))
+        elif self.spec.subspace == "profile":
+            configs = sample_profile_configurations(self.spec.candidates, self._sensitivity().drops(),
+                                                    self.spec.rates, size_of, self.spec.seed)
         else:
-            configs = sample_configurations(self.spec.candidates, len(self.units), self.spec.rates,
-                                            lambda rates: self.costs.estimate(rates)[0], self.spec.seed)
+            configs = sample_configurations(self.spec.candidates, len(self.units), self.spec.rates, size_of,
+                                            self.spec.seed)
         self.rundir.write_json("configs.json", configs)
         return configs
+
+    def _sensitivity(self):
+        """Each unit's metric drop when it alone is L1-pruned, on the validation split (once per
+        run: the measurement is journaled, and counted in the run's time)."""
+        from onnxwootz.sensitivity import measure_sensitivity
+
+        labels = self.dataset.y_val if self.dataset.labels == "class" else None
+        measured = measure_sensitivity(self.prepared, self.dataset.x_val, labels, self.spec.rates,
+                                       self.spec.granularity, self.spec.round_to)
+        self.rundir.write_json("sensitivity.json", measured.to_dict())
+        self.rundir.record({"event": "sensitivity", "seconds": measured.seconds})
+        return measured
 
     def _order(self, configs: list[list[float]]) -> list[int]:
         key = self.spec.objective_key()

@@ -17,6 +17,7 @@ from onnxwootz.errors import BadSpecError
 
 OBJECTIVES = ("size", "macs", "latency")
 CHOICES = {
+    "subspace": ("spread", "profile"),
     "blocks": ("sequitur", "per-unit"),
     "pretrain": ("lazy", "eager"),
     "pretrain_init": ("lsq", "l1"),
@@ -67,6 +68,7 @@ class Spec:
     granularity: str = "module"
     objective: str = "min size"
     constraint: str = "accuracy >= teacher - 0.01"
+    subspace: str = "spread"  # sizes spread (the paper's sampling) or around the measured sensitivity profile
     blocks: str = "sequitur"
     pretrain: str = "lazy"
     pretrain_init: str = "lsq"  # block start: least-squares refit of the readers of pruned channels, or plain L1

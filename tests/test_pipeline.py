@@ -263,3 +263,19 @@ def test_block_weights_scatter_back_into_teacher_shapes() -> None:
     teacher = np.zeros((4, 2), np.float32)
     full = _scatter(teacher, np.ones((2, 2), np.float32), [{"axis": 0, "keep": [1, 3]}])
     np.testing.assert_array_equal(full, [[0, 0], [1, 1], [0, 0], [1, 1]])
+
+
+def test_profile_subspace_is_measured_once_and_gives_multi_unit_blocks(tmp_path: Path) -> None:
+    """`subspace = "profile"`: the configurations come from the teacher's measured per-unit
+    sensitivity (journaled, written beside the run), share runs of rates, and Sequitur turns
+    those runs into blocks spanning several units; a resumed run measures nothing again."""
+    options = {**TINY, "candidates": 8, "finetune_steps": 0, "constraint": "accuracy >= 1.0", "subspace": "profile"}
+    result = onnxwootz.prune(TEACHER, run_dir=tmp_path / "run", **options)
+    assert result.candidates == 8 and result.candidates_tried == 8
+    sensitivity = json.loads((tmp_path / "run" / "sensitivity.json").read_text())
+    assert [unit["name"] for unit in sensitivity["units"]] == ["m1", "m2", "m3", "m4"]
+    blocks = json.loads((tmp_path / "run" / "blocks.json").read_text())["blocks"]
+    assert any(len(block["rates"]) >= 2 for block in blocks)
+    onnxwootz.prune(TEACHER, run_dir=tmp_path / "run", **options)
+    events = [json.loads(line)["event"] for line in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    assert events.count("sensitivity") == 1

@@ -41,6 +41,10 @@ def prune(
     input_shape: Optional[str] = typer.Option(None, "--input-shape",
                                               help="The first input's shape, e.g. 1,3,640,640 (for dynamic dims; "
                                                    "default: 1 x the data's shape)."),
+    subspace: Optional[str] = typer.Option(None, "--subspace",
+                                           help="spread (sizes spread, the paper's sampling) | profile (around "
+                                                "each unit's measured sensitivity: configurations share runs of "
+                                                "rates, so Sequitur finds multi-unit blocks)."),
     blocks: Optional[str] = typer.Option(None, "--blocks", help="sequitur | per-unit."),
     pretrain: Optional[str] = typer.Option(None, "--pretrain", help="lazy (blocks trained when first needed) | eager."),
     pretrain_init: Optional[str] = typer.Option(None, "--pretrain-init",
@@ -60,7 +64,8 @@ def prune(
     baseline: bool = typer.Option(False, "--baseline", help="Explore from L1-pruned weights (the paper's default)."),
     executor: str = typer.Option("local", "--executor", help="local | ray (candidates as Ray tasks)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local one)."),
-    fresh: bool = typer.Option(False, "--fresh", help="Discard the run directory's journal and start over."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over: remove the tool's own files from the run "
+                                                     "directory (never anything else)."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Find the smallest (or fastest) pruned model that meets an accuracy bound, with composability."""
@@ -112,7 +117,7 @@ def prune(
     execute(lambda: run(model, data=data, spec=spec, run_dir=run_dir, output=output, fresh=fresh,
                         executor=chosen_executor(),
                         progress=RichProgress(not json_output), candidates=candidates, configs=configs, rates=rate_list,
-                        objective=objective, constraint=constraint, blocks=blocks, pretrain=pretrain,
+                        objective=objective, constraint=constraint, subspace=subspace, blocks=blocks, pretrain=pretrain,
                         pretrain_init=pretrain_init, pretrain_steps=pretrain_steps,
                         finetune_steps=finetune_steps, finetune_loss=finetune_loss, batch=batch, device=device,
                         seed=seed, baseline=baseline or None, round_to=round_to, fold_bn=fold_bn or None,

@@ -18,9 +18,14 @@ def subspace(
     rates: str = typer.Option("0.3,0.5,0.7", "--rates", help="Pruning rates per unit (0 is always allowed)."),
     seed: int = typer.Option(0, "--seed"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write CONFIGS.json here."),
+    sampler: str = typer.Option("spread", "--sampler",
+                                help="spread (sizes spread near uniformly, the paper's way) | profile (around each "
+                                     "unit's measured sensitivity; needs data)."),
+    data: Optional[str] = typer.Option(None, "--data", help="For --sampler profile: the dataset whose validation "
+                                       "split measures the sensitivity (default: the one the model's metadata names)."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Sample N configurations with model sizes spread near uniformly (the paper's way)."""
+    """Sample N configurations: sizes spread, or around the per-unit sensitivity profile."""
     from onnxwootz.errors import BadSpecError
     from onnxwootz.sampling import subspace as run
 
@@ -40,4 +45,4 @@ def subspace(
         if result.output:
             console.print(f"written to {result.output}")
 
-    execute(lambda: run(model, n, parsed(), seed, output), json_output, render)
+    execute(lambda: run(model, n, parsed(), seed, output, sampler=sampler, data=data), json_output, render)
