@@ -26,6 +26,10 @@ from benchmarks.tasks import ocr as task
 RESULTS = Path("bench-results")
 THREADS = 2
 BUDGET_S = 1800.0
+RATES = [0.2, 0.35, 0.5]
+"""Milder than the tool's default 0.3/0.5/0.7: on these compact mobile-style OCR nets a first
+run at the defaults spent its budget on all-0.7 candidates that were at chance right after
+assembly (cls 0.50 -> 0.84 after 200 steps, 421 s; det map IoU 0.00 -> 0.74, 416 s)."""
 
 
 @dataclass(frozen=True)
@@ -45,18 +49,21 @@ class ModelTask:
 
 
 TASKS: dict[str, ModelTask] = {
-    "cls": ModelTask(task.render_cls, (800, 200, 400), task.PREPROCESS["cls"], "top1", "accuracy >= teacher - 0.02",
-                     {"candidates": 8, "pretrain_steps": 100, "finetune_steps": 200, "batch": 32}),
-    "det": ModelTask(task.render_det, (240, 60, 100), task.PREPROCESS["det"], "map_iou", "accuracy >= teacher - 0.15",
-                     {"candidates": 8, "pretrain_steps": 100, "finetune_steps": 150, "batch": 8}),
+    "cls": ModelTask(task.render_cls, (800, 200, 400), task.PREPROCESS["cls"], "top1", "accuracy >= teacher - 0.01",
+                     {"candidates": 8, "rates": RATES, "pretrain_steps": 100, "finetune_steps": 100,
+                      "eval_every": 25, "batch": 32}),
+    "det": ModelTask(task.render_det, (240, 60, 100), task.PREPROCESS["det"], "map_iou", "map_iou >= 0.9",
+                     {"candidates": 6, "rates": RATES, "pretrain_steps": 100, "finetune_steps": 100,
+                      "eval_every": 25, "batch": 8}),
     "rec": ModelTask(task.render_rec, (600, 150, 300), task.PREPROCESS["rec"], "text", "accuracy >= teacher - 0.05",
-                     {"candidates": 6, "pretrain_steps": 80, "finetune_steps": 120, "batch": 8}),
+                     {"candidates": 6, "rates": RATES, "pretrain_steps": 60, "finetune_steps": 60,
+                      "eval_every": 20, "batch": 8}),
 }
 """Counts are train/val/test images. Budgets from the teachers' measured costs per image on 2
 threads (torch view forward + backward, CPU seconds; `python -m benchmarks.tasks.ocr --check
 --timing`): cls 0.06 (batch 32: ~1 s a step on 2 idle cores), det 160x160 0.18 (batch 8:
-~0.7 s), rec 0.37 (batch 8: ~1.5 s). Starting points for the 1800 s bound, to be tuned on the
-first full run."""
+~0.7 s), rec 0.37 (batch 8: ~1.5 s). Fine-tuning budgets were cut after the first run (above)
+to fit the 1800 s bound on a shared machine."""
 
 
 def dataset(name: str, seed: int, root: Path) -> Path:
