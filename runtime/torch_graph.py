@@ -35,11 +35,9 @@ def _opset(model: onnx.ModelProto) -> int:
 ExampleShapes = Mapping[str, Sequence[int]]
 
 
-def _infer_shapes(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto],
-                  example: ExampleShapes | None) -> tuple[dict[str, list[int | None]], dict[str, int]]:
+def _infer_shapes(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto]) -> tuple[dict[str, list[int | None]], dict[str, int]]:
     """Shapes (None for a dim known only at run time) and element types of every tensor that
-    shape inference reaches, with dim 0 of every graph input made symbolic; a node output it
-    leaves without a rank gets the rank (only: no dim) of its concrete shape for `example`."""
+    shape inference reaches, with dim 0 of every graph input made symbolic."""
     probe = without_weights(model)
     del probe.graph.value_info[:]
     real = {value.name for value in inputs}
@@ -63,11 +61,6 @@ def _infer_shapes(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto],
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
         types[init.name] = init.data_type
-    unranked = [out for node in model.graph.node for out in node.output if out and out not in shapes]
-    if unranked:
-        for name, dims in _example_shapes(model, example).items():
-            if name in unranked:
-                shapes[name] = [None] * len(dims)
     return shapes, types
 
 
@@ -131,7 +124,8 @@ class _Builder:
         self.root = nn.Module()
         self.inits = {init.name: init for init in model.graph.initializer}
         self.inputs = [value for value in model.graph.input if value.name not in self.inits]
-        self.shapes, self.types = _infer_shapes(model, self.inputs, example)
+        self.shapes, self.types = _infer_shapes(model, self.inputs)
+        self.example, self.ranked = example, False
         self.bn_stats = _running_stat_initializers(model, self.inits)
         self.values: dict[str, Value] = {}
         self.attr_nodes: dict[str, fx.Node] = {}
@@ -210,11 +204,21 @@ class _Builder:
             return self.graph.call_method("reshape", (node, shape)) if value.scalar else node
         return value
 
+    def shape(self, name: str) -> list[int | None] | None:
+        """What inference knows of a tensor's shape; where it lost even the rank, the rank (no
+        dim: they may depend on the batch) of its concrete shape for the example inputs, found
+        the first time a converter asks (it may run ONNX Runtime)."""
+        if name not in self.shapes and not self.ranked:
+            self.ranked = True
+            for tensor, dims in _example_shapes(self.model, self.example).items():
+                self.shapes.setdefault(tensor, [None] * len(dims))
+        return self.shapes.get(name)
+
     def dim(self, name: str, axis: int) -> int | fx.Node:
-        shape = self.shapes.get(name)
         value = self.values.get(name)
         if isinstance(value, torch.Tensor):
             return int(value.shape[axis])
+        shape = self.shape(name)
         if shape is not None and shape[axis] is not None:
             return int(shape[axis])
         if (name, axis) not in self.sizes:
@@ -296,7 +300,7 @@ class NodeContext:
         value = self.x(index, const=True) if index < len(self.node.input) else None
         if isinstance(value, torch.Tensor):
             return list(value.shape)
-        return self.builder.shapes.get(self.node.input[index])
+        return self.builder.shape(self.node.input[index])
 
     def rank(self, index: int) -> int | None:
         if index >= len(self.node.input) or not self.node.input[index]:
