@@ -326,7 +326,7 @@ class Explorer:
 
         started = time.perf_counter()
         pruned, used = self._assemble(index, rates)
-        view = prepare_module(TorchGraph(pruned.model), self.device)
+        view = prepare_module(TorchGraph(pruned.model, self.prepared.feed_shapes), self.device)
         outcome = finetune_with(view, self.x_pool, self.loss, self.score, self.bound,
                                 self.spec.finetune_steps, self.spec.batch, self.spec.finetune_lr,
                                 self.spec.finetune_weight_decay, self.spec.eval_every, self.spec.seed * 104729 + index,
@@ -404,7 +404,7 @@ class Explorer:
         self.answer_path = Path(output) if output else self.rundir.path / f"{stem}.pruned.onnx"
         self.teacher_arrays = {i.name: onnx.numpy_helper.to_array(i) for i in self.prepared.model.graph.initializer}
         started = time.perf_counter()
-        teacher = prepare_module(TorchGraph(self.prepared.model), self.device)
+        teacher = prepare_module(TorchGraph(self.prepared.model, self.prepared.feed_shapes), self.device)
         self.teacher_val = predict_outputs(teacher, self.x_val)
         self.teacher_test = predict_outputs(teacher, self.x_test)
         self.teacher_accuracy = self.metric(self.teacher_val, self.teacher_val, dataset.y_val)
@@ -431,7 +431,7 @@ class Explorer:
         from onnxwootz.runtime.torch_graph import TorchGraph
         from onnxwootz.runtime.training import predict_outputs
 
-        view = prepare_module(TorchGraph(load_model(self.answer_path)), self.device)
+        view = prepare_module(TorchGraph(load_model(self.answer_path), self.prepared.feed_shapes), self.device)
         return self.metric(predict_outputs(view, self.x_test), self.teacher_test, self.dataset.y_test)
 
     def run(self, output: str | os.PathLike[str] | None, executor: "Executor",
@@ -524,13 +524,12 @@ def _check_fits(model: onnx.ModelProto, image_shape: list[int]) -> None:
 
 
 def _scatter(teacher: np.ndarray, student: np.ndarray, entries: list[dict]) -> np.ndarray:
-    """Student values written into a copy of the teacher tensor at the kept positions (a scalar
-    the torch view hands back as shape [1] goes back to its own shape)."""
+    """Student values written into a copy of the teacher tensor at the kept positions."""
     full = teacher.copy()
     index = [np.arange(n) for n in teacher.shape]
     for entry in entries:
         index[entry["axis"]] = np.asarray(entry["keep"])
-    full[np.ix_(*index)] = np.reshape(student, [len(axis) for axis in index])
+    full[np.ix_(*index)] = student
     return full
 
 

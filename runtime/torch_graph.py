@@ -4,13 +4,15 @@ named after them, so training updates can be written back into the same initiali
 
 Shape subgraphs (Shape/Gather/Concat/... chains) are folded at build time from shape inference
 run with a symbolic batch axis: the batch size stays a runtime value, every other dim that
-inference knows becomes a constant."""
+inference knows becomes a constant. Where symbolic inference loses a tensor's rank (a Reshape
+to a target computed at run time, as PaddleOCR exports), the rank comes from concrete shapes
+for example input shapes; its dims then stay runtime values, so the view runs at any size."""
 
 from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -18,8 +20,8 @@ import torch
 from onnx import numpy_helper
 from torch import fx, nn
 
-from onnxwootz.errors import UnsupportedOpError
-from onnxwootz.modelio import FLOAT_TYPES, skeleton, without_weights
+from onnxwootz.errors import BadModelError, BadSpecError, UnsupportedOpError
+from onnxwootz.modelio import FLOAT_TYPES, input_shapes, skeleton, static_shapes, without_weights
 from onnxwootz.runtime.torch_ops import DOMAIN_OPS, OPS, NeedsConstant, Sym, Value, int_tensor, onnx_dtype
 
 _MISSING = object()
@@ -28,6 +30,9 @@ _RESERVED = {"training", "graph", "meta", "code", "param_names", "onnx_names", "
 
 def _opset(model: onnx.ModelProto) -> int:
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1)
+
+
+ExampleShapes = Mapping[str, Sequence[int]]
 
 
 def _infer_shapes(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto]) -> tuple[dict[str, list[int | None]], dict[str, int]]:
@@ -57,6 +62,17 @@ def _infer_shapes(model: onnx.ModelProto, inputs: list[onnx.ValueInfoProto]) -> 
         shapes[init.name] = list(init.dims)
         types[init.name] = init.data_type
     return shapes, types
+
+
+def _example_shapes(model: onnx.ModelProto, example: ExampleShapes | None) -> dict[str, list[int]]:
+    """Concrete shapes of the tensors for `example` input shapes (default: the declared ones,
+    batch 1); none when the model declares dynamic dims and no example is given, or when they
+    cannot be determined (the converter needing a rank then says so)."""
+    try:
+        feed = {name: list(dims) for name, dims in example.items()} if example is not None else input_shapes(model)
+        return static_shapes(model, feed)
+    except (BadModelError, BadSpecError):
+        return {}
 
 
 def _sanitize(name: str, taken: set[str]) -> str:
@@ -101,7 +117,7 @@ def _running_stat_initializers(model: onnx.ModelProto, inits: dict[str, onnx.Ten
 class _Builder:
     """Walks the ONNX nodes once, emitting fx nodes (or folded constants) per output."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, example: ExampleShapes | None) -> None:
         self.model = model
         self.opset = _opset(model)
         self.graph = fx.Graph()
@@ -109,6 +125,7 @@ class _Builder:
         self.inits = {init.name: init for init in model.graph.initializer}
         self.inputs = [value for value in model.graph.input if value.name not in self.inits]
         self.shapes, self.types = _infer_shapes(model, self.inputs)
+        self.example, self.ranked = example, False
         self.bn_stats = _running_stat_initializers(model, self.inits)
         self.values: dict[str, Value] = {}
         self.attr_nodes: dict[str, fx.Node] = {}
@@ -187,11 +204,21 @@ class _Builder:
             return self.graph.call_method("reshape", (node, shape)) if value.scalar else node
         return value
 
+    def shape(self, name: str) -> list[int | None] | None:
+        """What inference knows of a tensor's shape; where it lost even the rank, the rank (no
+        dim: they may depend on the batch) of its concrete shape for the example inputs, found
+        the first time a converter asks (it may run ONNX Runtime)."""
+        if name not in self.shapes and not self.ranked:
+            self.ranked = True
+            for tensor, dims in _example_shapes(self.model, self.example).items():
+                self.shapes.setdefault(tensor, [None] * len(dims))
+        return self.shapes.get(name)
+
     def dim(self, name: str, axis: int) -> int | fx.Node:
-        shape = self.shapes.get(name)
         value = self.values.get(name)
         if isinstance(value, torch.Tensor):
             return int(value.shape[axis])
+        shape = self.shape(name)
         if shape is not None and shape[axis] is not None:
             return int(shape[axis])
         if (name, axis) not in self.sizes:
@@ -273,7 +300,7 @@ class NodeContext:
         value = self.x(index, const=True) if index < len(self.node.input) else None
         if isinstance(value, torch.Tensor):
             return list(value.shape)
-        return self.builder.shapes.get(self.node.input[index])
+        return self.builder.shape(self.node.input[index])
 
     def rank(self, index: int) -> int | None:
         if index >= len(self.node.input) or not self.node.input[index]:
@@ -314,7 +341,10 @@ class NodeContext:
 
 
 class TorchGraph(fx.GraphModule):
-    """`TorchGraph(model)`: the model (or a subgraph model) as a trainable torch module.
+    """`TorchGraph(model, example_shapes)`: the model (or a subgraph model) as a trainable torch
+    module. `example_shapes` (input name -> a valid concrete shape, e.g. PreparedModel.feed_shapes)
+    is needed only where the model declares dynamic input dims and shape inference alone loses a
+    rank; the view is not tied to it and runs at any batch size (and any size the model allows).
 
     - `forward(*inputs)` takes the real graph inputs in order; returns the output, or a tuple.
     - `param_names`: ONNX initializer name -> attribute name, for every Parameter and every
@@ -323,8 +353,8 @@ class TorchGraph(fx.GraphModule):
       train mode with torch momentum = 1 - ONNX momentum, and torch's unbiased running variance).
     - `to_onnx()` writes the current values back into the same initializers."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
-        builder = _Builder(model)
+    def __init__(self, model: onnx.ModelProto, example_shapes: ExampleShapes | None = None) -> None:
+        builder = _Builder(model, example_shapes)
         builder.build()
         super().__init__(builder.root, builder.graph, class_name="TorchGraph")
         for target in list(self._buffers):
@@ -352,7 +382,7 @@ class TorchGraph(fx.GraphModule):
             if value.dtype == torch.bfloat16:  # numpy has no bfloat16; onnx maps it via ml_dtypes
                 value = value.float()
             dtype = onnx.helper.tensor_dtype_to_np_dtype(self._dtypes[name])
-            array = np.ascontiguousarray(value.numpy().astype(dtype, copy=False))
+            array = value.numpy().astype(dtype, copy=False)  # not ascontiguousarray: it makes a 0-d array 1-d
             tensor = out.graph.initializer.add()
             tensor.name, tensor.data_type = name, self._dtypes[name]
             tensor.dims.extend(array.shape)

@@ -390,7 +390,8 @@ def _sym_binary(fn: Callable[[Any, Any], Any], a: Sym, b: Sym, ctx: NodeContext)
 
 
 def _binary(ctx: NodeContext) -> list[Any]:
-    a, b = ctx.x(0), ctx.x(1)
+    # a Pow exponent is a constant, not a weight: its gradient, x^p log x, is NaN for any x < 0
+    a, b = ctx.x(0), ctx.x(1, const=ctx.op == "Pow")
     fn = _BINARY[ctx.op]
     sa, sb = as_sym(a), as_sym(b)
     if sa is not None and sb is not None and (isinstance(a, Sym) or isinstance(b, Sym)):

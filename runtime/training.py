@@ -138,7 +138,8 @@ class TeacherTaps:
             return ()
         key = tuple(names)
         if key not in self._views:
-            view = prepare_module(TorchGraph(with_outputs(self.teacher, names)), self.device).eval()
+            example = {self.feed: [1, *self.x.shape[1:]]}  # for ranks inference alone cannot tell
+            view = prepare_module(TorchGraph(with_outputs(self.teacher, names), example), self.device).eval()
             for parameter in view.parameters():
                 parameter.requires_grad_(False)
             self._views[key] = view

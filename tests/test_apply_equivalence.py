@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from models.builders import BUILDERS
 from models.export import EXPORTERS, cached_export
+from models.ocr import ocr_model
 from models.zoo import ZOO_NAMES, load_zoo
 from onnxwootz.pruning import PrunedModel, apply, prune_prepared, resolve_config
 from onnxwootz.cli import app
@@ -28,7 +29,6 @@ from onnxwootz.passes.mask import ZeroRemoved
 from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.runtime.sessions import cpu_session
 from onnxwootz.verify import squashed_outputs
-from ocr_models import ocr_model
 
 TOLERANCE = 1e-5  # max |difference| relative to max |output|
 RATES = (0.0, 0.3, 0.5, 0.7)

@@ -254,11 +254,11 @@ def test_an_answer_that_fails_its_check_is_never_written(tmp_path: Path, monkeyp
 
 
 def test_block_weights_scatter_back_into_teacher_shapes() -> None:
-    """A scalar constant that the torch view trains comes back as shape [1]; a pruned conv's
-    kept filters land at their positions, the rest keep the teacher's values."""
+    """A trained scalar constant keeps its 0-d shape; a pruned conv's kept filters land at their
+    positions, the rest keep the teacher's values."""
     from onnxwootz.pipeline import _scatter
 
-    scalar = _scatter(np.array(2.0, np.float32), np.array([3.0], np.float32), [])
+    scalar = _scatter(np.array(2.0, np.float32), np.array(3.0, np.float32), [])
     assert scalar.shape == () and float(scalar) == 3.0
     teacher = np.zeros((4, 2), np.float32)
     full = _scatter(teacher, np.ones((2, 2), np.float32), [{"axis": 0, "keep": [1, 3]}])

@@ -13,9 +13,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.builders import BUILDERS, build, example_input
 from models.export import EXPORTERS, cached_export
+from models.ocr import ocr_model
 from models.zoo import ZOO_NAMES, load_zoo
 from onnxwootz.errors import BadSpecError, DeviceError, UnsupportedOpError
 from onnxwootz.modelio import upgrade_opset
+from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.runtime import TorchGraph
 from onnxwootz.runtime.devices import autocast_context, native_bf16, prepare_module, resolve_device
 from onnxwootz.runtime.torch_graph import named_onnx_parameters
@@ -400,3 +402,39 @@ def test_every_op_the_analysis_accepts_runs_in_the_torch_view() -> None:
     assert sorted(set(RULES) - set(OPS)) == []
     assert sorted(set(DOMAIN_RULES) - set(DOMAIN_OPS)) == []
 
+
+
+@pytest.fixture(scope="module")
+def paddle_rec() -> PreparedModel:
+    return prepare(ocr_model("rec"), [1, 3, 48, 320])
+
+
+def test_paddleocr_rec_view_matches_ort_at_other_batches_and_widths(paddle_rec) -> None:
+    """PP-OCRv4 rec reshapes to targets computed at run time, where symbolic inference loses the
+    rank: the example shape supplies it, yet the view is not tied to that batch or width."""
+    with pytest.raises(UnsupportedOpError, match="rank unknown"):
+        TorchGraph(paddle_rec.model)  # dynamic H and W declared, no example: the rank stays unknown
+    view = TorchGraph(paddle_rec.model, paddle_rec.feed_shapes).eval()
+    rng = np.random.default_rng(0)
+    for batch, width in [(1, 320), (3, 320), (2, 160)]:
+        x = rng.standard_normal((batch, 3, 48, width)).astype(np.float32)
+        _assert_same(_view(view, x), _ort(paddle_rec.model, x))
+    view.train()
+    view(torch.from_numpy(rng.standard_normal((2, 3, 48, 160)).astype(np.float32))).square().mean().backward()
+    grads = {name: p.grad for name, p in named_onnx_parameters(view)}
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads.values())
+    assert sum(float(g.abs().sum()) for g in grads.values()) > 0
+
+
+@pytest.mark.parametrize("kind", ["det", "rec"])
+def test_to_onnx_keeps_every_initializer_dims_and_dtype_on_paddleocr(kind: str) -> None:
+    """PP-OCRv4's 0-d float constants are parameters of the view and come back 0-d."""
+    prepared = prepare(ocr_model(kind), [1, 3, 64, 64] if kind == "det" else [1, 3, 48, 320])
+    view = TorchGraph(prepared.model, prepared.feed_shapes)
+    scalars = [name for name in view.param_names
+               if not next(i for i in prepared.model.graph.initializer if i.name == name).dims]
+    assert scalars, "the model has no 0-d trainable initializer: the test would test nothing"
+    written = view.to_onnx()
+    assert [(i.name, list(i.dims), i.data_type) for i in written.graph.initializer] == \
+        [(i.name, list(i.dims), i.data_type) for i in prepared.model.graph.initializer]
+    onnx.checker.check_model(written)
