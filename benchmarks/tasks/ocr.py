@@ -532,7 +532,8 @@ def _timings(path: Path, input_shape: list[int], threads: int = 2, warmup: int =
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        graph = TorchGraph(prepare(path, input_shape).model).train()
+        prepared = prepare(path, input_shape)
+        graph = TorchGraph(prepared.model, prepared.feed_shapes).train()
         tensor = torch.from_numpy(x)
 
         def step() -> None:
