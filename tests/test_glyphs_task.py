@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 from benchmarks.tasks.glyphs import CLASSES, DEFAULT_SIZE, FONTS, make_pruning_dataset, render_glyphs
-from onnxwootz.data import NPZ_KEYS, load_dataset
+from onnxwootz.data import load_dataset
 from onnxwootz.errors import BadSpecError
 from onnxwootz.preprocess import Preprocess
+
+NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val")
+"""The arrays make_pruning_dataset writes (labelled train and val; the loader makes the test split)."""
 
 PREPROCESS = Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), channels=1, scale=1 / 255, mean=(0.5,), std=(0.5,))
 
@@ -71,9 +74,12 @@ def test_pruning_dataset_loads_and_splits_are_disjoint(tmp_path) -> None:
     assert not train_images & {image.tobytes() for image in raw["x_val"]}
     data = load_dataset(str(path), PREPROCESS, classes)
     assert data.x_train.shape == (2 * classes, 1, DEFAULT_SIZE, DEFAULT_SIZE)
-    assert data.x_val.shape == (3 * classes, 1, DEFAULT_SIZE, DEFAULT_SIZE)
+    # no test split in the file: the loader gives it half of val per class (round(1.5) = 2)
+    assert data.x_val.shape == (classes, 1, DEFAULT_SIZE, DEFAULT_SIZE)
+    assert data.x_test.shape == (2 * classes, 1, DEFAULT_SIZE, DEFAULT_SIZE)
     assert data.x_train.dtype == np.float32 and -1.0 <= data.x_train.min() and data.x_train.max() <= 1.0
-    np.testing.assert_array_equal(data.y_val, raw["y_val"])
+    np.testing.assert_array_equal(np.bincount(data.y_val, minlength=classes), np.full(classes, 1))
+    np.testing.assert_array_equal(np.sort(np.concatenate([data.y_val, data.y_test])), np.sort(raw["y_val"]))
 
 
 def test_unlabeled_images_come_from_their_own_stream(tmp_path) -> None:
