@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from onnxwootz.errors import BadDataError
+from onnxwootz.errors import BadDataError, first_line
 from onnxwootz.preprocess import Preprocess
 
 DIGITS = "digits"
@@ -256,7 +256,7 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except ValueError as exc:  # object arrays need pickle, which we never allow
-        raise BadDataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise BadDataError(f"cannot read {path}: {first_line(exc)}") from None
     except Exception as exc:
         raise BadDataError(f"{path} is not a readable .npz file ({type(exc).__name__})") from None
     if "x" in arrays and "x_train" not in arrays:
