@@ -182,7 +182,7 @@ def _divide(raw: dict, source: str, target: str, fraction: float, seed: int) -> 
 
 def _complete_splits(raw: dict, name: str, seed: int) -> dict:
     """Every split present: test from half of val, or val and test from train (70/15/15)."""
-    raw = {key: value for key, value in raw.items()}
+    raw = dict(raw)
     for split in SPLITS:
         raw.setdefault(f"y_{split}", None)
     if _length(raw.get("x_train")) == 0:
@@ -243,8 +243,8 @@ def _digits() -> dict[str, np.ndarray]:
 
     bunch = load_digits()
     images, labels = bunch.images.astype(np.float32), bunch.target.astype(np.int64)
-    train, held = _split_indices(len(labels), labels, DIGITS_VAL_FRACTION, DIGITS_SPLIT_SEED)
-    raw = {"x_train": images[train], "y_train": labels[train], "x_val": images[held], "y_val": labels[held]}
+    raw = {"x_train": images, "y_train": labels}
+    _divide(raw, "train", "val", DIGITS_VAL_FRACTION, DIGITS_SPLIT_SEED)
     _divide(raw, "val", "test", 0.5, DIGITS_SPLIT_SEED)
     return raw
 
