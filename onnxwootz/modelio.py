@@ -176,6 +176,12 @@ def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [value for value in model.graph.input if value.name not in inits]
 
 
+def static_dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    """A value's declared dims, None where dynamic (a dim_param, or 0/unset)."""
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in value.type.tensor_type.shape.dim]
+
+
 def input_shapes(model: onnx.ModelProto, input_shape: Sequence[int] | None = None) -> dict[str, list[int]]:
     """Concrete shapes for the real inputs: dynamic dims become 1 (batch) or come from
     `input_shape` (for the first input); an unresolvable dim is a clear error."""

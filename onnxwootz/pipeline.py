@@ -24,6 +24,7 @@ import onnx
 
 from onnxwootz.errors import BadDataError, BadSpecError
 from onnxwootz.metrics import Metric, MetricFunction
+from onnxwootz.modelio import real_inputs, static_dims
 from onnxwootz.progress import NULL_PROGRESS, Progress
 from onnxwootz.results import Result
 from onnxwootz.spec import Spec, load_spec
@@ -497,23 +498,16 @@ def _recorded_metric(model: onnx.ModelProto, labels: str | None) -> str | None:
     return name if LABELS_OF[name.split("@")[0]] in (None, labels) else None
 
 
-def _static_dims(value: onnx.ValueInfoProto) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-            for d in value.type.tensor_type.shape.dim]
-
-
 def _class_count(model: onnx.ModelProto) -> int | None:
     """The class count of a classifier's first output ([N, C] with C static), else None."""
-    dims = _static_dims(model.graph.output[0]) if model.graph.output else []
+    dims = static_dims(model.graph.output[0]) if model.graph.output else []
     return dims[1] if len(dims) == 2 and dims[1] is not None else None
 
 
 def _check_fits(model: onnx.ModelProto, image_shape: list[int]) -> None:
     """One BadDataError when the preprocessed images cannot be the model's first input."""
-    from onnxwootz.modelio import real_inputs
-
     value = real_inputs(model)[0]
-    dims = _static_dims(value)
+    dims = static_dims(value)
     if len(image_shape) + 1 != len(dims):
         raise BadDataError(f"images become {image_shape} after preprocessing but the model's input "
                            f"'{value.name}' has rank {len(dims)} (shape {[d or '?' for d in dims]})")

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.modelio import real_inputs, static_dims
 
 PREPROCESS_KEY = "onnxwootz.preprocess"
 DATASET_KEY = "onnxwootz.dataset"
@@ -252,12 +253,8 @@ def _parse_json(text: str, where: str) -> object:
 
 def _static_input_dims(model: onnx.ModelProto) -> list[int | None]:
     """The first real input's dims (None where dynamic), [] for a model without inputs."""
-    initializers = {init.name for init in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name not in initializers:
-            return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                    for d in value.type.tensor_type.shape.dim]
-    return []
+    inputs = real_inputs(model)
+    return static_dims(inputs[0]) if inputs else []
 
 
 def resolve_preprocess(value: str | None, model: onnx.ModelProto,
