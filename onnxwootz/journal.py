@@ -35,7 +35,7 @@ from onnxwootz.atomic import fsync_dir, write_bytes, write_json
 from onnxwootz.errors import BadSpecError, RunDirBusyError
 
 RUN_FILE, JOURNAL_FILE, LOCK_FILE = "run.json", "journal.jsonl", "run.lock"
-DERIVED = ("configs.json", "blocks.json", "summary.json", "blocks/*.safetensors")
+DERIVED = ("configs.json", "sensitivity.json", "blocks.json", "summary.json", "blocks/*.safetensors")
 """Files written through RunDir under the run's identity (listed in run.json)."""
 TOOL_FILES = (RUN_FILE, JOURNAL_FILE, LOCK_FILE, *DERIVED, "*.pruned.onnx", "*.pruned.onnx.data",
               "report/report.md", "report/report.html", "report/accuracy_vs_params.png",

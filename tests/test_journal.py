@@ -147,6 +147,7 @@ def _populate(path: Path) -> RunDir:
     run = RunDir(path, IDENTITY)
     run.record(trial(0, 0.5, met=True))
     run.write_json("configs.json", [[0.5, 0.5]] * 4)
+    run.write_json("sensitivity.json", {"units": []})  # the profile subspace's measurement
     run.write_json("blocks.json", {"blocks": []})
     run.save_arrays("blocks/0123.safetensors", {"w": np.ones((2, 2), np.float32)})
     run.write_json("summary.json", {"mode": "method"})
