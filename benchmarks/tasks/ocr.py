@@ -42,20 +42,19 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from onnxwootz.data import LABELS_FILE, SPLITS
 from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.preprocess import PRESETS
 
-SPLITS = ("train", "val", "test")
 CLS_CLASSES = ("0deg", "180deg")
 """Folder names; sorted they give index 0 = upright ('0'), 1 = rotated ('180'): the teacher's order."""
-LABELS_FILE = "labels.tsv"
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _BGR_HALF = {"channels": 3, "scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "order": "BGR"}
 PREPROCESS: dict[str, dict] = {
     "cls": {"size": [48, 192], **_BGR_HALF, "resize": "pad"},
     "rec": {"size": [48, 320], **_BGR_HALF, "resize": "pad"},
-    "det": {"size": [160, 160], **_BGR_HALF, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "resize": "stretch"},
+    "det": {"size": [160, 160], **_BGR_HALF, "mean": list(PRESETS["imagenet"]["mean"]),
+            "std": list(PRESETS["imagenet"]["std"]), "resize": "stretch"},
 }
 """The preprocessing of each teacher, in the loader's --preprocess JSON format. cls and rec are
 PaddleOCR's resize_norm_img (rapidocr 1.4.4, images read BGR by cv2): keep the aspect ratio at
@@ -452,7 +451,7 @@ def preprocess_images(spec: dict, images: list[np.ndarray]) -> np.ndarray:
     Preprocess (what the pruning loader applies to the written files)."""
     from onnxwootz.preprocess import Preprocess
 
-    return Preprocess.from_json(json.dumps(spec)).apply(images)
+    return Preprocess.from_dict(spec).apply(images)
 
 
 def _edit_distance(a: str, b: str) -> int:
