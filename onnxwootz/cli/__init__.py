@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import typer
 from rich.console import Console
 
-from onnxwootz.errors import InterruptedRunError, WootzError
+from onnxwootz.errors import InterruptedRunError, WootzError, first_line
 from onnxwootz.results import Result
 
 app = typer.Typer(
@@ -77,8 +77,9 @@ def execute(call: Callable[[], Result], json_output: bool, render: Callable[[Res
     except Exception as exc:
         if _state["debug"]:
             raise
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {line} (run with --debug for the traceback)",
+        line = first_line(exc)  # the type name alone for an exception without a message
+        detail = line if line == type(exc).__name__ else f"{type(exc).__name__}: {line}"
+        err_console.print(f"[bold red]internal error:[/] {detail} (run with --debug for the traceback)",
                           highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if json_output:
