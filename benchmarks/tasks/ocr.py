@@ -21,9 +21,9 @@ Measured on the 200 test images of seed 0 (ONNX Runtime 1.31 CPU, onnxwootz.prep
 Costs per image (2 threads, on a shared machine, so wall times are high: CPU seconds / 2 is the
 wall time on 2 idle cores), from `--check --timing --timing-batch 32`: cls ORT 0.005 CPU-s,
 torch view forward + backward 0.06 CPU-s; det 160x160 ORT 0.024, torch 0.18; rec ORT 0.09,
-torch 0.37 (batch 8). The rec torch view does not build from the file yet (TorchGraph loses the
-rank after the computed Reshape in front of Slice p2o.Slice.4); 0.37 is with every Reshape's
-shape made a constant from prepare()'s static shapes.
+torch 0.37 (batch 8). The rec figure was measured before TorchGraph built that view from the
+file (it now takes the ranks the computed Reshape in front of Slice p2o.Slice.4 loses from
+example shapes), with every Reshape's shape made a constant from prepare()'s static shapes.
 """
 
 from __future__ import annotations
