@@ -63,6 +63,14 @@ def symbol(unit_name: str, rate: float) -> str:
     return f"{unit_name}({text[1:] if text.startswith('0.') else text})"
 
 
+def checked_rate(rate: float) -> float:
+    """A rate given as a parameter (not read from a file) as a plain float in [0, 1), or one
+    clear error: the samplers' and the sensitivity profile's rates."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and 0 <= rate < 1):
+        raise BadSpecError(f"pruning rate {rate!r} is outside [0, 1)")
+    return float(rate) + 0.0
+
+
 def _rate(value: Any, source: str, row_no: int, col_no: int) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadSpecError(f"{source} row {row_no} rate {col_no} is not a number: {json.dumps(value, default=repr)}")

@@ -14,6 +14,7 @@ import os
 import random
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
+from onnxwootz.configs import checked_rate
 from onnxwootz.errors import BadSpecError
 from onnxwootz.results import Result
 
@@ -77,13 +78,6 @@ def _choices(n: int, n_units: int, rates: Sequence[float]) -> list[float]:
         raise BadSpecError(f"only {space} distinct configurations exist ({len(choices)} rates including 0 "
                            f"over {n_units} units), fewer than the {n} asked for")
     return choices
-
-
-def checked_rate(rate: float) -> float:
-    """A rate as a plain float in [0, 1), or one clear error (shared with onnxwootz.sensitivity)."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and 0 <= rate < 1):
-        raise BadSpecError(f"pruning rate {rate!r} is outside [0, 1)")
-    return float(rate) + 0.0
 
 
 def _draw(rng: random.Random, choices: list[float], n_units: int) -> tuple[float, ...]:

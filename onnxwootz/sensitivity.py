@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from onnxwootz.configs import checked_rate
 from onnxwootz.errors import BadDataError, BadSpecError
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
 from onnxwootz.results import Result
-from onnxwootz.sampling import checked_rate
 
 EVAL_BATCH = 256
 """Images per ONNX Runtime call when the model's batch dimension is dynamic."""
