@@ -435,11 +435,11 @@ class Explorer:
         view = prepare_module(TorchGraph(load_model(self.answer_path), self.prepared.feed_shapes), self.device)
         return self.metric(predict_outputs(view, self.x_test), self.teacher_test, self.dataset.y_test)
 
-    def run(self, output: str | os.PathLike[str] | None, executor: "Executor",
-            started: float | None = None) -> PruneResult:
+    def run(self, output: str | os.PathLike[str] | None, executor: "Executor", started: float) -> PruneResult:
+        """The whole run; `started` (a perf_counter value) is when `prune` was called, so the
+        wall clock includes loading the teacher and the data."""
         import torch
 
-        started = time.perf_counter() if started is None else started
         threads = torch.get_num_threads()
         try:
             return self._run(output, executor, started)
