@@ -34,7 +34,8 @@ _NAME = re.compile(r"^(top1|agreement|fidelity|text|map_iou(?:@([0-9]*\.?[0-9]+)
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
-    """A named measure and the labels it needs: "class" (int indices), "text" (strings) or None."""
+    """A named measure and the labels it needs: "class" (int indices), "text" (strings), None
+    (no labels), or "any" for a caller's callable (custom_metric: whatever the data has)."""
 
     name: str
     labels: str | None
