@@ -306,6 +306,12 @@ def _text_labels(folder: Path) -> tuple[list[Path], np.ndarray]:
     return files, np.array(texts, dtype=str)
 
 
+def _class_files(class_dirs: list[Path], index: dict[str, int]) -> tuple[list[Path], np.ndarray]:
+    """The images directly in each class folder, with their class indices."""
+    pairs = [(file, index[folder.name]) for folder in class_dirs for file in _images_below(folder, recursive=False)]
+    return [file for file, _ in pairs], np.array([label for _, label in pairs], dtype=np.int64)
+
+
 def _directory(root: Path, preprocess: Preprocess) -> dict[str, np.ndarray | None]:
     split_dirs = {split: root / split for split in SPLITS if (root / split).is_dir()}
     if split_dirs and "train" not in split_dirs:
@@ -316,10 +322,7 @@ def _directory(root: Path, preprocess: Preprocess) -> dict[str, np.ndarray | Non
         if (root / LABELS_FILE).is_file():
             files, data["y_train"] = _text_labels(root)
         elif class_dirs and not _images_below(root, recursive=False):
-            index = _class_index([d.name for d in class_dirs])
-            pairs = [(file, index[d.name]) for d in class_dirs for file in _images_below(d, recursive=False)]
-            files = [file for file, _ in pairs]
-            data["y_train"] = np.array([label for _, label in pairs], dtype=np.int64)
+            files, data["y_train"] = _class_files(class_dirs, _class_index([d.name for d in class_dirs]))
         else:
             files = [f for f in _images_below(root, recursive=True) if UNLABELED not in f.relative_to(root).parts]
         if not files:
@@ -332,11 +335,7 @@ def _directory(root: Path, preprocess: Preprocess) -> dict[str, np.ndarray | Non
             if (folder / LABELS_FILE).is_file():
                 files, data[f"y_{split}"] = _text_labels(folder)
             elif class_names:
-                pairs = [(file, index[class_dir.name])
-                         for class_dir in sorted(d for d in folder.iterdir() if d.is_dir())
-                         for file in _images_below(class_dir, recursive=False)]
-                files = [file for file, _ in pairs]
-                data[f"y_{split}"] = np.array([label for _, label in pairs], dtype=np.int64)
+                files, data[f"y_{split}"] = _class_files(sorted(d for d in folder.iterdir() if d.is_dir()), index)
             else:
                 files = _images_below(folder, recursive=True)
             data[f"x_{split}"] = _read_images(files, preprocess, root.name, split)
