@@ -10,7 +10,7 @@ from typing import Sequence
 
 import onnx
 
-from onnxwootz.errors import BadModelError
+from onnxwootz.errors import BadModelError, first_line
 
 
 class PassError(BadModelError):
@@ -74,5 +74,4 @@ def check_model(model: onnx.ModelProto, full: bool = True) -> None:
     try:
         onnx.checker.check_model(without_weights(model), full_check=full)
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        raise PassError(f"the rewritten model is invalid: {lines[0] if lines else type(exc).__name__}") from None
+        raise PassError(f"the rewritten model is invalid: {first_line(exc)}") from None

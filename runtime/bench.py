@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from onnxwootz.errors import BadSpecError
+from onnxwootz.errors import BadSpecError, first_line
 from onnxwootz.modelio import dummy_feed, input_shapes, load_model, real_inputs
 from onnxwootz.progress import NULL_PROGRESS, Progress
 from onnxwootz.results import Result
@@ -231,9 +231,7 @@ def _first_run(runner: _Runner, batch: int) -> None:
     try:
         runner.run_once()
     except Exception as exc:
-        text = str(exc).strip()
-        line = text.splitlines()[0] if text else type(exc).__name__
-        raise BadSpecError(f"{runner.label} cannot run at batch {batch}: {line}") from None
+        raise BadSpecError(f"{runner.label} cannot run at batch {batch}: {first_line(exc)}") from None
 
 
 def _entry(runner: _Runner, batch: int, times_ms: np.ndarray) -> BenchEntry:
