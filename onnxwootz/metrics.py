@@ -46,22 +46,23 @@ class Metric:
         return float(self.function(student, teacher, labels))
 
 
-def _scores(outputs: Sequence[np.ndarray]) -> np.ndarray:
+def class_scores(outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """The first output flattened per image: [N, C] and [N, C, 1, 1] both read as class scores."""
     first = np.asarray(outputs[0])
     return first.reshape(len(first), -1)
 
 
 def top1(student: Sequence[np.ndarray], teacher: Sequence[np.ndarray], labels: np.ndarray | None) -> float:
     """Fraction of images whose arg-max class is the label."""
-    scores = _scores(student)
+    scores = class_scores(student)
     return float((scores.argmax(axis=1) == labels).mean()) if len(scores) else 0.0
 
 
 def agreement(student: Sequence[np.ndarray], teacher: Sequence[np.ndarray], labels: np.ndarray | None) -> float:
     """Fraction of images whose arg-max class is the teacher's: needs no labels, and a student
     that agrees with its teacher keeps whatever accuracy the teacher had."""
-    scores = _scores(student)
-    return float((scores.argmax(axis=1) == _scores(teacher).argmax(axis=1)).mean()) if len(scores) else 0.0
+    scores = class_scores(student)
+    return float((scores.argmax(axis=1) == class_scores(teacher).argmax(axis=1)).mean()) if len(scores) else 0.0
 
 
 def fidelity(student: Sequence[np.ndarray], teacher: Sequence[np.ndarray], labels: np.ndarray | None) -> float:

@@ -19,6 +19,7 @@ import onnx
 
 from onnxwootz.configs import checked_rate
 from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.metrics import class_scores
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
 from onnxwootz.results import Result
 
@@ -118,7 +119,8 @@ def profile(model: ModelSource | PreparedModel, data: str | None = None, rates: 
 
 
 def _top1(model: onnx.ModelProto, x: np.ndarray, threads: int) -> np.ndarray:
-    """Arg-max over the last axis of the first output, in batches the model's input allows."""
+    """Arg-max class of the first output, flattened per image as the metrics read class scores
+    (so [N, C] and [N, C, 1, 1] both work), in batches the model's input allows."""
     from onnxwootz.runtime.sessions import cpu_session
 
     session = cpu_session(model, threads)
@@ -128,6 +130,6 @@ def _top1(model: onnx.ModelProto, x: np.ndarray, threads: int) -> np.ndarray:
     if fixed is not None and len(x) % fixed:
         raise BadDataError(f"{model_label(model)} takes batches of exactly {fixed} images; "
                            f"{len(x)} validation images do not divide into them")
-    parts = [session.run(None, {feed.name: np.ascontiguousarray(x[start:start + batch])})[0].argmax(axis=-1)
-             for start in range(0, len(x), batch)]
+    parts = [class_scores(session.run(None, {feed.name: np.ascontiguousarray(x[start:start + batch])}))
+             .argmax(axis=1) for start in range(0, len(x), batch)]
     return np.concatenate(parts)
