@@ -29,7 +29,10 @@ BUDGET_S = 1800.0
 RATES = [0.2, 0.35, 0.5]
 """Milder than the tool's default 0.3/0.5/0.7: on these compact mobile-style OCR nets a first
 run at the defaults spent its budget on all-0.7 candidates that were at chance right after
-assembly (cls 0.50 -> 0.84 after 200 steps, 421 s; det map IoU 0.00 -> 0.74, 416 s)."""
+assembly (cls 0.50 -> 0.84 after 200 steps, 421 s; det map IoU 0.00 -> 0.74, 416 s). At these
+rates, spread sampling still prunes units that the classifier cannot lose (L1-pruned alone at
+0.2, its first unit drops top-1 from 0.97 to 0.80; others lose nothing at 0.5), so every task
+samples around the measured sensitivity profile (`--subspace profile`)."""
 
 
 @dataclass(frozen=True)
@@ -49,17 +52,19 @@ class ModelTask:
 
 
 TASKS: dict[str, ModelTask] = {
-    "cls": ModelTask(task.render_cls, (800, 200, 400), task.PREPROCESS["cls"], "top1", "accuracy >= teacher - 0.01",
-                     {"candidates": 8, "rates": RATES, "pretrain_steps": 100, "finetune_steps": 100,
+    "cls": ModelTask(task.render_cls, (800, 400, 400), task.PREPROCESS["cls"], "top1", "accuracy >= teacher - 0.01",
+                     {"candidates": 8, "rates": RATES, "subspace": "profile", "pretrain_steps": 100, "finetune_steps": 100,
                       "eval_every": 25, "batch": 32}),
     "det": ModelTask(task.render_det, (240, 60, 100), task.PREPROCESS["det"], "map_iou", "map_iou >= 0.9",
-                     {"candidates": 6, "rates": RATES, "pretrain_steps": 100, "finetune_steps": 100,
+                     {"candidates": 6, "rates": RATES, "subspace": "profile", "pretrain_steps": 100, "finetune_steps": 100,
                       "eval_every": 25, "batch": 8}),
     "rec": ModelTask(task.render_rec, (600, 150, 300), task.PREPROCESS["rec"], "text", "accuracy >= teacher - 0.05",
-                     {"candidates": 6, "rates": RATES, "pretrain_steps": 60, "finetune_steps": 60,
+                     {"candidates": 6, "rates": RATES, "subspace": "profile", "pretrain_steps": 60, "finetune_steps": 60,
                       "eval_every": 20, "batch": 8}),
 }
-"""Counts are train/val/test images. Budgets from the teachers' measured costs per image on 2
+"""Counts are train/val/test images (cls validates on 400: with 200, one point is two images, and
+the first run's answer met its bound on val, 0.965 >= 0.96, but not on test, 0.9525 against
+the teacher's 0.97). Budgets from the teachers' measured costs per image on 2
 threads (torch view forward + backward, CPU seconds; `python -m benchmarks.tasks.ocr --check
 --timing`): cls 0.06 (batch 32: ~1 s a step on 2 idle cores), det 160x160 0.18 (batch 8:
 ~0.7 s), rec 0.37 (batch 8: ~1.5 s). Fine-tuning budgets were cut after the first run (above)
@@ -76,19 +81,20 @@ def dataset(name: str, seed: int, root: Path) -> Path:
     return folder
 
 
-def latency(teacher: Path, answer: Path | None, input_shape: list[int], runs: int) -> dict[str, float | None]:
-    """p50 milliseconds at batch 1 (2 threads, CPU) and the answer's paired speed-up."""
+def latency(teacher: Path, answer: Path | None, input_shape: list[int], runs: int,
+            threads: int = THREADS) -> dict[str, float | None]:
+    """p50 milliseconds at batch 1 (CPU) and the answer's paired speed-up."""
     from onnxwootz.runtime.bench import bench
 
     models = [teacher] if answer is None else [teacher, answer]
-    result = bench(models, threads=THREADS, batches=(1,), warmup=max(3, runs // 10), runs=runs, input_shape=input_shape)
+    result = bench(models, threads=threads, batches=(1,), warmup=max(3, runs // 10), runs=runs, input_shape=input_shape)
     p50 = [entry.p50_ms for entry in result.entries]
     paired = [ratio.paired_ratio for ratio in result.ratios if ratio.model != result.models[0]]
     return {"teacher_ms": p50[0], "answer_ms": p50[1] if answer is not None else None,
             "speedup": 1.0 / paired[0] if paired else None}
 
 
-def run_one(name: str, seed: int, out_dir: Path, runs: int) -> dict[str, Any]:
+def run_one(name: str, seed: int, out_dir: Path, runs: int, threads: int = THREADS) -> dict[str, Any]:
     import onnxwootz
     from models.ocr import ocr_model
 
@@ -100,7 +106,7 @@ def run_one(name: str, seed: int, out_dir: Path, runs: int) -> dict[str, Any]:
     result = onnxwootz.prune(
         teacher, data=str(data), run_dir=run_dir, output=run_dir / "answer.onnx", fresh=True,
         preprocess=json.dumps(spec.preprocess), metric=spec.metric, constraint=spec.constraint,
-        input_shape=spec.input_shape, seed=seed, threads=THREADS, **spec.spec,
+        input_shape=spec.input_shape, seed=seed, threads=threads, **spec.spec,
     )
     wall = time.perf_counter() - start
     answer = Path(result.model) if result.model else None
@@ -111,8 +117,8 @@ def run_one(name: str, seed: int, out_dir: Path, runs: int) -> dict[str, Any]:
         "teacher_macs": result.teacher_macs, "macs": result.macs,
         "teacher_test_metric": result.teacher_test_metric, "test_metric": result.test_metric,
         "bound": result.bound, "met": answer is not None, "candidates_tried": result.candidates_tried,
-        "wall_seconds": wall, "within_budget": wall <= BUDGET_S,
-        "latency": latency(teacher, answer, spec.input_shape, runs),
+        "wall_seconds": wall, "within_budget": wall <= BUDGET_S, "threads": threads,
+        "latency": latency(teacher, answer, spec.input_shape, runs, threads),
         "prune": result.to_dict(),
     }
 
@@ -145,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (data and pruning)")
     parser.add_argument("--out", type=Path, default=RESULTS / "b9.json")
     parser.add_argument("--runs", type=int, default=100, help="latency runs per model at batch 1")
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch and ONNX Runtime threads")
     args = parser.parse_args(argv)
     names = [name for name in args.models.split(",") if name]
     unknown = [name for name in names if name not in TASKS]
@@ -157,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for seed in seeds:
         for name in names:
-            rows.append(run_one(name, seed, args.out.parent, args.runs))
-            write_json(args.out, {"benchmark": "b9", "threads": THREADS, "budget_s": BUDGET_S, "rows": rows})
+            rows.append(run_one(name, seed, args.out.parent, args.runs, args.threads))
+            write_json(args.out, {"benchmark": "b9", "threads": args.threads, "budget_s": BUDGET_S, "rows": rows})
     print(table(rows))
     print(f"written {args.out}")
 
