@@ -204,13 +204,13 @@ class Explorer:
         return configs
 
     def _sensitivity(self):
-        """Each unit's metric drop when it alone is L1-pruned, on the validation split (once per
-        run: the measurement is journaled, and counted in the run's time)."""
+        """Each unit's drop in the run's metric when it alone is L1-pruned, on the validation split
+        (once per run: the measurement is journaled, and counted in the run's time)."""
         from onnxwootz.sensitivity import measure_sensitivity
 
-        labels = self.dataset.y_val if self.dataset.labels == "class" else None
+        labels = self.dataset.y_val if self.metric.labels else None
         measured = measure_sensitivity(self.prepared, self.dataset.x_val, labels, self.spec.rates,
-                                       self.spec.granularity, self.spec.round_to)
+                                       self.spec.granularity, self.spec.round_to, metric=self.metric)
         self.rundir.write_json("sensitivity.json", measured.to_dict())
         self.rundir.record({"event": "sensitivity", "seconds": measured.seconds})
         return measured

@@ -19,7 +19,7 @@ import onnx
 
 from onnxwootz.configs import checked_rate
 from onnxwootz.errors import BadDataError, BadSpecError
-from onnxwootz.metrics import class_scores
+from onnxwootz.metrics import Metric, agreement, class_scores, top1
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
 from onnxwootz.results import Result
 
@@ -57,9 +57,11 @@ class Sensitivity(Result):
 
 def measure_sensitivity(prepared: PreparedModel, x: np.ndarray, labels: np.ndarray | None = None,
                         rates: Sequence[float] = (0.3, 0.5, 0.7), granularity: str = "module", round_to: int = 1,
-                        threads: int = 0) -> Sensitivity:
+                        threads: int = 0, metric: Metric | None = None) -> Sensitivity:
     """The profile of `prepared` on images `x` (preprocessed model inputs): for every unit and
-    rate, the model with that unit alone L1-pruned at that rate, evaluated with ONNX Runtime."""
+    rate, the model with that unit alone L1-pruned at that rate, evaluated with ONNX Runtime by
+    `metric` (the run's; default top-1 accuracy with class labels, else agreement with the
+    teacher), so that a detector is profiled by what its bound reads, not by an arg-max."""
     from onnxwootz.pruning import prune_prepared
 
     started = time.perf_counter()
@@ -68,32 +70,31 @@ def measure_sensitivity(prepared: PreparedModel, x: np.ndarray, labels: np.ndarr
         raise BadSpecError("sensitivity needs at least one pruning rate above 0")
     if len(x) == 0:
         raise BadDataError("sensitivity needs at least one validation image")
-    if labels is not None:
-        labels = np.asarray(labels)
-        if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(x),):
-            raise BadDataError(f"sensitivity labels must be {len(x)} class indices, got {labels.dtype} "
-                               f"{list(labels.shape)}")
+    if metric is None:
+        metric = Metric("accuracy", "class", top1) if labels is not None else Metric("agreement", None, agreement)
+    if metric.labels == "class":
+        labels = np.asarray(labels) if labels is not None else None
+        if labels is None or not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(x),):
+            raise BadDataError(f"sensitivity labels must be {len(x)} class indices, got "
+                               f"{'none' if labels is None else f'{labels.dtype} {list(labels.shape)}'}")
     names = [unit.name for unit in prepared.units(granularity).units]
     if not names:
         raise BadSpecError(f"{prepared.label} has no prunable units (see `onnxwootz analyze`)")
-    teacher_top1 = _top1(prepared.model, x, threads)
-    if labels is not None and teacher_top1.shape != labels.shape:
-        raise BadDataError(f"the model's top-1 has shape {list(teacher_top1.shape)}; class labels need one class "
-                           "per image (an output [N, classes])")
-    reference = labels if labels is not None else teacher_top1
-    teacher = float(np.mean(teacher_top1 == reference))
+    reference = _outputs(prepared.model, x, threads)
+    if metric.labels == "class" and len(class_scores(reference)) != len(labels):
+        raise BadDataError("class labels need one class-score row per image (an output [N, classes])")
+    teacher = metric(reference, reference, labels)
     units = []
     for name in names:
-        metric = []
+        values = []
         for rate in checked:
             config = {other: 0.0 for other in names}
             config[name] = rate
             pruned = prune_prepared(prepared, config, granularity, round_to)
-            metric.append(float(np.mean(_top1(pruned.model, x, threads) == reference)))
-        units.append(UnitSensitivity(name, metric, [teacher - value for value in metric]))
-    return Sensitivity(model=prepared.label, metric="accuracy" if labels is not None else "agreement",
-                       teacher=teacher, rates=checked, images=len(x), units=units,
-                       seconds=time.perf_counter() - started)
+            values.append(metric(_outputs(pruned.model, x, threads), reference, labels))
+        units.append(UnitSensitivity(name, values, [teacher - value for value in values]))
+    return Sensitivity(model=prepared.label, metric=metric.name, teacher=teacher, rates=checked, images=len(x),
+                       units=units, seconds=time.perf_counter() - started)
 
 
 def profile(model: ModelSource | PreparedModel, data: str | None = None, rates: Sequence[float] = (0.3, 0.5, 0.7),
@@ -118,9 +119,8 @@ def profile(model: ModelSource | PreparedModel, data: str | None = None, rates: 
     return measure_sensitivity(prepared, dataset.x_val, labels, rates, granularity, threads=threads)
 
 
-def _top1(model: onnx.ModelProto, x: np.ndarray, threads: int) -> np.ndarray:
-    """Arg-max class of the first output, flattened per image as the metrics read class scores
-    (so [N, C] and [N, C, 1, 1] both work), in batches the model's input allows."""
+def _outputs(model: onnx.ModelProto, x: np.ndarray, threads: int) -> list[np.ndarray]:
+    """Every output of `model` on all of `x`, in batches the model's input allows."""
     from onnxwootz.runtime.sessions import cpu_session
 
     session = cpu_session(model, threads)
@@ -130,6 +130,6 @@ def _top1(model: onnx.ModelProto, x: np.ndarray, threads: int) -> np.ndarray:
     if fixed is not None and len(x) % fixed:
         raise BadDataError(f"{model_label(model)} takes batches of exactly {fixed} images; "
                            f"{len(x)} validation images do not divide into them")
-    parts = [class_scores(session.run(None, {feed.name: np.ascontiguousarray(x[start:start + batch])}))
-             .argmax(axis=1) for start in range(0, len(x), batch)]
-    return np.concatenate(parts)
+    parts = [session.run(None, {feed.name: np.ascontiguousarray(x[start:start + batch])})
+             for start in range(0, len(x), batch)]
+    return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]

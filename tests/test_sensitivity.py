@@ -87,3 +87,20 @@ def test_no_images_is_a_data_error(digits) -> None:
     prepared, x, _ = digits
     with pytest.raises(BadDataError, match="at least one validation image"):
         measure_sensitivity(prepared, x[:0], None, [0.5])
+
+
+def test_a_map_model_is_profiled_by_the_runs_metric(tmp_path: Path) -> None:
+    """A probability-map model has no class axis: its profile is the map IoU it will be held
+    to, recomputed here for one entry from ONNX Runtime outputs."""
+    from onnxwootz.metrics import Metric, map_iou
+    from test_prune_users_models import prob_map
+
+    prepared = prepare(prob_map(tmp_path / "map.onnx"), [1, 3, 16, 16])
+    x = np.random.default_rng(0).random((24, 3, 16, 16)).astype(np.float32)
+    metric = Metric("map_iou@0.5", None, map_iou(0.5))
+    result = measure_sensitivity(prepared, x, rates=[0.5], metric=metric)
+    assert result.metric == "map_iou@0.5" and result.teacher == 1.0
+    pruned = prune_prepared(prepared, {u.name: (0.5 if u.name == result.units[0].name else 0.0)
+                                       for u in result.units}, "module", 1)
+    teacher, student = (cpu_session(m).run(None, {"x": x}) for m in (prepared.model, pruned.model))
+    assert result.units[0].metric == [pytest.approx(map_iou(0.5)(student, teacher, None))]
