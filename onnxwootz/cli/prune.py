@@ -71,6 +71,7 @@ def prune(
     """Find the smallest (or fastest) pruned model that meets an accuracy bound, with composability."""
     from onnxwootz.errors import BadSpecError
     from onnxwootz.executors import LocalExecutor, RayExecutor
+    from onnxwootz.modelio import parse_input_shape
     from onnxwootz.pipeline import prune as run
 
     def chosen_executor():
@@ -79,14 +80,6 @@ def prune(
         if executor == "ray":
             return RayExecutor(address=address)
         raise BadSpecError(f"--executor must be 'local' or 'ray', got '{executor}'")
-
-    def shape() -> list[int] | None:
-        if input_shape is None:
-            return None
-        try:
-            return [int(d) for d in input_shape.split(",") if d.strip()]
-        except ValueError:
-            raise BadSpecError(f"--input-shape must be integers like 1,3,224,224, got '{input_shape}'") from None
 
     rate_list = None
     if rates is not None:
@@ -121,4 +114,4 @@ def prune(
                         pretrain_init=pretrain_init, pretrain_steps=pretrain_steps,
                         finetune_steps=finetune_steps, finetune_loss=finetune_loss, batch=batch, device=device,
                         seed=seed, baseline=baseline or None, round_to=round_to, fold_bn=fold_bn or None,
-                        opset=opset, metric=metric, preprocess=preprocess, input_shape=shape()), json_output, render)
+                        opset=opset, metric=metric, preprocess=preprocess, input_shape=parse_input_shape(input_shape)), json_output, render)
