@@ -64,9 +64,9 @@ def multiplexed(prepared: PreparedModel, x: torch.Tensor, steps: int, autocast: 
                 held: bool = False) -> tuple[float, dict[str, float]]:
     group = students(prepared)
     started = time.perf_counter()
-    losses = pretrain_blocks(_taps(prepared, x, held, autocast), group, steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU,
-                             autocast=autocast)
-    return time.perf_counter() - started, losses
+    fits = pretrain_blocks(_taps(prepared, x, held, autocast), group, steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU,
+                           autocast=autocast)
+    return time.perf_counter() - started, {key: fit.loss for key, fit in fits.items()}
 
 
 def sequential(prepared: PreparedModel, x: torch.Tensor, steps: int, autocast: bool) -> tuple[float, dict[str, float]]:
@@ -75,7 +75,8 @@ def sequential(prepared: PreparedModel, x: torch.Tensor, steps: int, autocast: b
     taps = _taps(prepared, x, False, autocast)
     losses: dict[str, float] = {}
     for student in group:
-        losses.update(pretrain_blocks(taps, [student], steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU, autocast=autocast))
+        fits = pretrain_blocks(taps, [student], steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU, autocast=autocast)
+        losses.update({key: fit.loss for key, fit in fits.items()})
     return time.perf_counter() - started, losses
 
 

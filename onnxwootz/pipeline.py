@@ -184,7 +184,7 @@ class Explorer:
     # -- set-up: subspace, blocks, ordering ---------------------------------------------------------
     def _configs(self) -> list[list[float]]:
         from onnxwootz.configs import load_configs
-        from onnxwootz.sampling import sample_configurations, sample_profile_configurations
+        from onnxwootz.sampling import PROFILE_MAX_DROP, sample_configurations, sample_profile_configurations
 
         stored = self.rundir.path / "configs.json"
         if stored.exists():
@@ -195,8 +195,9 @@ class Explorer:
         if self.spec.configs:
             configs = load_configs(self.spec.configs, len(self.units))
         elif self.spec.subspace == "profile":
-            configs = sample_profile_configurations(self.spec.candidates, self._sensitivity().drops(),
-                                                    self.spec.rates, size_of, self.spec.seed)
+            profile = self._sensitivity()
+            configs = sample_profile_configurations(self.spec.candidates, profile.drops(), self.spec.rates, size_of,
+                                                    self.spec.seed, max_drop=PROFILE_MAX_DROP * profile.teacher)
         else:
             configs = sample_configurations(self.spec.candidates, len(self.units), self.spec.rates, size_of,
                                             self.spec.seed)
@@ -284,8 +285,8 @@ class Explorer:
         if self.teacher_taps is None:
             boundaries = [name for unit in self.units for name in (unit.entry, unit.exit)]
             self.teacher_taps = TeacherTaps(self.prepared.model, boundaries, self.x_inputs, self.device)
-        losses = pretrain_blocks(self.teacher_taps, students, self.spec.pretrain_steps, self.spec.batch,
-                                 self.spec.pretrain_lr, self.spec.pretrain_weight_decay, seed, self.device, self.progress)
+        fits = pretrain_blocks(self.teacher_taps, students, self.spec.pretrain_steps, self.spec.batch,
+                               self.spec.pretrain_lr, self.spec.pretrain_weight_decay, seed, self.device, self.progress)
         seconds = (time.perf_counter() - started) / len(students)
         for student, b in zip(students, todo):
             trained = {init.name: onnx.numpy_helper.to_array(init) for init in student.view.to_onnx().graph.initializer
@@ -294,9 +295,10 @@ class Explorer:
             arrays = {name: _scatter(self.teacher_arrays[name], value, pruned.canonical_slices.get(name, []))
                       for name, value in trained.items()}
             self.rundir.save_arrays(student.key, arrays)
+            fit = fits[student.key]
             self.rundir.record({"event": "block", "file": student.key, "block": b,
-                             "symbols": self.blockset.blocks[b].symbols, "loss": losses[student.key],
-                             "seconds": seconds})
+                                "symbols": self.blockset.blocks[b].symbols, "loss": fit.loss,
+                                "start_loss": fit.start_loss, "kept_start": fit.kept_start, "seconds": seconds})
 
     # -- candidates ---------------------------------------------------------------------------------
     def ensure_blocks(self, index: int) -> None:

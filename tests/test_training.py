@@ -98,12 +98,25 @@ def test_multiplexed_pretraining_lowers_every_students_loss(images: torch.Tensor
     teacher = _teacher()
     students = [_student(10, "a", "b"), _student(11, "b", "c"), _student(12, "a", "c")]
     before = [_relative_loss(teacher, s, images) for s in students]
-    losses = pretrain_blocks(_taps(teacher, images), students, **TRAIN)
+    fits = pretrain_blocks(_taps(teacher, images), students, **TRAIN)
     after = [_relative_loss(teacher, s, images) for s in students]
-    assert set(losses) == {s.key for s in students}
+    assert set(fits) == {s.key for s in students}
     for student, old, new in zip(students, before, after):
         assert new < 0.5 * old, (student.key, old, new)
-        assert 0 <= losses[student.key] < old
+        fit = fits[student.key]
+        assert not fit.kept_start and 0 <= fit.loss < fit.start_loss
+
+
+def test_pretraining_that_makes_a_student_worse_puts_its_start_back(images: torch.Tensor) -> None:
+    """A learning rate far too large for the weights (what 0.01 is for a least-squares start of a
+    real PP-OCRv4 block) must not leave the block worse than it began."""
+    teacher = _teacher()
+    student = _student(10, "a", "b")
+    start = _weights(student)
+    fit = pretrain_blocks(_taps(teacher, images), [student], **(TRAIN | {"lr": 50.0, "steps": 20}))[student.key]
+    assert fit.kept_start and fit.loss == fit.start_loss
+    for name, value in _weights(student).items():
+        torch.testing.assert_close(value, start[name], rtol=0, atol=0)
 
 
 def test_multiplexed_equals_each_student_alone(images: torch.Tensor) -> None:
@@ -111,10 +124,10 @@ def test_multiplexed_equals_each_student_alone(images: torch.Tensor) -> None:
     together = [_student(10, "a", "b"), _student(11, "b", "c")]
     alone = copy.deepcopy(together)
     taps = _taps(teacher, images)
-    joint_losses = pretrain_blocks(taps, together, **TRAIN)
+    joint_fits = pretrain_blocks(taps, together, **TRAIN)
     for joint, single in zip(together, alone):
-        single_loss = pretrain_blocks(taps, [single], **TRAIN)[single.key]
-        assert single_loss == pytest.approx(joint_losses[joint.key], rel=1e-5)
+        single_fit = pretrain_blocks(taps, [single], **TRAIN)[single.key]
+        assert single_fit.loss == pytest.approx(joint_fits[joint.key].loss, rel=1e-5)
         for name, value in _weights(single).items():
             torch.testing.assert_close(value, _weights(joint)[name], rtol=1e-5, atol=1e-6)
 
