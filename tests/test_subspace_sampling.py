@@ -196,6 +196,18 @@ def test_profile_sampler_fills_a_small_space() -> None:
     assert sorted(map(tuple, configs)) == sorted(itertools.product([0.0, 0.5], repeat=3))
 
 
+def test_profile_sampler_never_draws_a_rate_that_alone_loses_more_than_max_drop() -> None:
+    # unit 2 loses 0.6 at 0.3 already (PP-OCRv4's last recognizer unit: 0.91 at 0.2), unit 1
+    # tolerates 0.3 but not 0.5: no draw, perturbed or uniform, gives either more
+    drops = [{0.3: 0.01, 0.5: 0.02, 0.7: 0.05}, {0.3: 0.1, 0.5: 0.45, 0.7: 0.6}, {0.3: 0.6, 0.5: 0.8, 0.7: 0.9}]
+    configs = sample_profile_configurations(8, drops, RATES, _size_function(3), perturbation=1.0, max_drop=0.4)
+    assert len(configs) == 8 and all(c[1] <= 0.3 and c[2] == 0.0 for c in configs)
+    assert {c[0] for c in configs} == {0.0, *RATES}
+    # a space the cap leaves smaller than n comes back whole, not as an endless draw
+    few = sample_profile_configurations(10, drops, RATES, _size_function(3), max_drop=0.05)
+    assert sorted(map(tuple, few)) == [(r, 0.0, 0.0) for r in (0.0, *RATES)]
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"n": 10}, "only 9 distinct configurations exist"),
     ({"drops": [{0.3: 0.1, 0.5: 0.2}, {0.3: 0.1}]}, "no drop for unit 1 at rate 0.5"),
