@@ -197,7 +197,7 @@ class Explorer:
         elif self.spec.subspace == "profile":
             profile = self._sensitivity()
             configs = sample_profile_configurations(self.spec.candidates, profile.drops(), self.spec.rates, size_of,
-                                                    self.spec.seed, max_drop=PROFILE_MAX_DROP * profile.teacher)
+                                                    self.spec.seed, max_drop=PROFILE_MAX_DROP * profile.headroom)
         else:
             configs = sample_configurations(self.spec.candidates, len(self.units), self.spec.rates, size_of,
                                             self.spec.seed)

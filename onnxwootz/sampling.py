@@ -145,10 +145,12 @@ PROFILE_PERTURBATION = 0.25
 
 PROFILE_MAX_DROP = 0.5
 """The profile sampler leaves out a rate at which a unit, pruned alone, loses more than this
-fraction of the teacher's metric: training did not bring such units back on the real OCR nets
-(PP-OCRv4's recognizer keeps 6% of its exact strings with its last unit pruned at 0.2, its
+fraction of the teacher's headroom (its metric above chance, Sensitivity.headroom): training
+did not bring such units back on the real OCR nets (PP-OCRv4's recognizer keeps 6% of its exact strings with its last unit pruned at 0.2, its
 detector 0.2% of its map IoU with its backbone unit at 0.2), while units that lose less came
-back (the orientation classifier: 0.71 at assembly, 0.955 after 25 steps, for a bound of 0.96)."""
+back (the orientation classifier: 0.71 at assembly, 0.955 after 25 steps, for a bound of 0.96;
+its 2-class chance is 0.5, and a candidate with its first unit at 0.5, at chance alone, reached
+only 0.86 after 100 steps)."""
 
 
 def sample_profile_configurations(n: int, drops: Sequence[Mapping[float, float]], rates: Sequence[float],
@@ -166,10 +168,10 @@ def sample_profile_configurations(n: int, drops: Sequence[Mapping[float, float]]
     that unit (fewer than `n` configurations come back when that leaves fewer). Level 0 prunes
     nothing; level k >= 1 gives each unit the largest allowed rate whose tolerance is under the
     k-th threshold (quantiles of all allowed tolerances). Consecutive units whose level-by-level
-    rates stay within one rate step of each other form a segment (the stage-wise pruning of
+    rates, before the cap, stay within one step of each other form a segment (the stage-wise pruning of
     sensitivity-based tools) that takes one rate, the one its most sensitive member tolerates:
     every configuration is a few runs of equal rates, and configurations share those runs, so
-    Sequitur finds multi-unit tuning blocks. Segments too few to give 2n combinations are
+    Sequitur finds multi-unit tuning blocks. Segments too few to give n combinations are
     halved, longest first. Each configuration draws a level; each segment moves one rate step
     up or down with probability `perturbation`. When `_DRAWS_PER_CONFIG * n` draws leave fewer
     than n distinct configurations, later draws give each segment a uniform random allowed rate
@@ -179,18 +181,16 @@ def sample_profile_configurations(n: int, drops: Sequence[Mapping[float, float]]
         raise BadSpecError(f"the profile sampler needs at least 3 levels, got {levels!r}")
     if not 0.0 <= perturbation <= 1.0:
         raise BadSpecError(f"the perturbation probability must be in [0, 1], got {perturbation!r}")
-    tolerance = [[value if value <= max_drop else math.inf for value in _tolerance(unit_drops, choices[1:], unit)]
-                 for unit, unit_drops in enumerate(drops)]
-    allowed = [sum(math.isfinite(value) for value in unit) for unit in tolerance]  # steps up the rates
-    values = sorted(value for unit in tolerance for value in unit if math.isfinite(value)) or [-math.inf]
-    thresholds = [-math.inf] + [values[round(j * (len(values) - 1) / (levels - 2))] for j in range(levels - 1)]
-    signatures = [[sum(value <= threshold for value in unit) for threshold in thresholds] for unit in tolerance]
-    segments = _segments(signatures)
+    tolerance = [_tolerance(unit_drops, choices[1:], unit) for unit, unit_drops in enumerate(drops)]
+    allowed = [sum(value <= max_drop for value in unit) for unit in tolerance]  # steps up the rates
+    segments = _segments(_signatures(tolerance, levels))  # runs follow the whole profile's shape
+    capped = [[value if value <= max_drop else math.inf for value in unit] for unit in tolerance]
+    signatures = _signatures(capped, levels)
 
     def space(parts: list[list[int]]) -> int:
         return math.prod(1 + min(allowed[u] for u in part) for part in parts)
 
-    while space(segments) < 2 * n and len(segments) < len(drops):
+    while space(segments) < n and len(segments) < len(drops):
         longest = max(range(len(segments)), key=lambda i: len(segments[i]))
         half = len(segments[longest]) // 2
         segments[longest:longest + 1] = [segments[longest][:half], segments[longest][half:]]
@@ -216,6 +216,14 @@ def sample_profile_configurations(n: int, drops: Sequence[Mapping[float, float]]
         if config not in seen:
             seen[config] = size_of(list(config))
     return [list(config) for config in sorted(seen, key=lambda c: (seen[c], c))]
+
+
+def _signatures(tolerance: list[list[float]], levels: int) -> list[list[int]]:
+    """Per unit and level, how many rate steps its tolerances allow under the level's threshold
+    (quantiles of the finite tolerances; level 0 allows none)."""
+    values = sorted(value for unit in tolerance for value in unit if math.isfinite(value)) or [-math.inf]
+    thresholds = [-math.inf] + [values[round(j * (len(values) - 1) / (levels - 2))] for j in range(levels - 1)]
+    return [[sum(value <= threshold for value in unit) for threshold in thresholds] for unit in tolerance]
 
 
 def _tolerance(unit_drops: Mapping[float, float], rates: list[float], unit: int) -> list[float]:
@@ -291,7 +299,7 @@ def subspace(model, n: int, rates: Sequence[float] = (0.3, 0.5, 0.7), seed: int 
         _choices(n, len(costs.unit_names), rates)  # a bad request fails before the measurement
         sensitivity = profile(prepared, data, rates, granularity, seed)
         configs = sample_profile_configurations(n, sensitivity.drops(), rates, size_of, seed,
-                                                max_drop=PROFILE_MAX_DROP * sensitivity.teacher)
+                                                max_drop=PROFILE_MAX_DROP * sensitivity.headroom)
     else:
         configs = sample_configurations(n, len(costs.unit_names), rates, size_of, seed)
     sampled = [SampledConfig(list(c), *costs.estimate(list(c))) for c in configs]

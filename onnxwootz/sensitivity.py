@@ -39,8 +39,10 @@ class UnitSensitivity:
 
 @dataclasses.dataclass
 class Sensitivity(Result):
-    """`metric` is 'accuracy' (against class labels) or 'agreement' (with the teacher's top-1,
-    so the teacher scores 1.0). `seconds` covers the pruning and the evaluations."""
+    """`metric` is the run's metric (default 'accuracy' against class labels, else 'agreement'
+    with the teacher's top-1, so the teacher scores 1.0). `floor` is what a model that has lost
+    everything scores: chance (1 / classes) for a metric on class scores, else 0. `seconds`
+    covers the pruning and the evaluations."""
 
     model: str
     metric: str
@@ -49,6 +51,12 @@ class Sensitivity(Result):
     images: int
     units: list[UnitSensitivity]
     seconds: float
+    floor: float = 0.0
+
+    @property
+    def headroom(self) -> float:
+        """How much of the metric the teacher has to lose: its score above the floor."""
+        return max(self.teacher - self.floor, 0.0)
 
     def drops(self) -> list[dict[float, float]]:
         """Per unit, rate -> drop: the profile `sample_profile_configurations` takes."""
@@ -84,6 +92,7 @@ def measure_sensitivity(prepared: PreparedModel, x: np.ndarray, labels: np.ndarr
     if metric.labels == "class" and len(class_scores(reference)) != len(labels):
         raise BadDataError("class labels need one class-score row per image (an output [N, classes])")
     teacher = metric(reference, reference, labels)
+    floor = 1.0 / class_scores(reference).shape[1] if metric.function in (top1, agreement) else 0.0
     units = []
     for name in names:
         values = []
@@ -94,7 +103,7 @@ def measure_sensitivity(prepared: PreparedModel, x: np.ndarray, labels: np.ndarr
             values.append(metric(_outputs(pruned.model, x, threads), reference, labels))
         units.append(UnitSensitivity(name, values, [teacher - value for value in values]))
     return Sensitivity(model=prepared.label, metric=metric.name, teacher=teacher, rates=checked, images=len(x),
-                       units=units, seconds=time.perf_counter() - started)
+                       units=units, seconds=time.perf_counter() - started, floor=floor)
 
 
 def profile(model: ModelSource | PreparedModel, data: str | None = None, rates: Sequence[float] = (0.3, 0.5, 0.7),

@@ -68,6 +68,7 @@ def test_profile_loads_the_validation_split_the_model_names(digits) -> None:
     prepared, _, _ = digits
     result = profile(prepared, "digits", rates=[0.5], threads=1)
     assert result.metric == "accuracy" and result.images > IMAGES
+    assert result.floor == pytest.approx(0.1) and result.headroom == pytest.approx(result.teacher - 0.1)  # 10 digits
     assert result.model == prepared.label
 
 
@@ -99,7 +100,7 @@ def test_a_map_model_is_profiled_by_the_runs_metric(tmp_path: Path) -> None:
     x = np.random.default_rng(0).random((24, 3, 16, 16)).astype(np.float32)
     metric = Metric("map_iou@0.5", None, map_iou(0.5))
     result = measure_sensitivity(prepared, x, rates=[0.5], metric=metric)
-    assert result.metric == "map_iou@0.5" and result.teacher == 1.0
+    assert result.metric == "map_iou@0.5" and result.teacher == 1.0 and result.floor == 0.0
     pruned = prune_prepared(prepared, {u.name: (0.5 if u.name == result.units[0].name else 0.0)
                                        for u in result.units}, "module", 1)
     teacher, student = (cpu_session(m).run(None, {"x": x}) for m in (prepared.model, pruned.model))
