@@ -51,24 +51,35 @@ class ModelTask:
         return [1, 3, *self.preprocess["size"]]
 
 
+PRETRAIN_LR = 1e-3
+"""The default 0.01 is too large for these trained weights: it took a least-squares start of a
+PP-OCRv4 recognizer block from 0.0011 to 0.067 relative MSE in 60 steps, 1e-3 to 0.0010
+(pre-training now keeps the start when training makes it worse, so 0.01 would leave the blocks
+at their least-squares start)."""
+
 TASKS: dict[str, ModelTask] = {
-    "cls": ModelTask(task.render_cls, (800, 400, 400), task.PREPROCESS["cls"], "top1", "accuracy >= teacher - 0.01",
-                     {"candidates": 8, "rates": RATES, "subspace": "profile", "pretrain_steps": 100, "finetune_steps": 100,
-                      "eval_every": 25, "batch": 32}),
+    "cls": ModelTask(task.render_cls, (800, 1000, 1000), task.PREPROCESS["cls"], "top1", "accuracy >= teacher - 0.01",
+                     {"candidates": 8, "rates": RATES, "subspace": "profile", "pretrain_steps": 100,
+                      "pretrain_lr": PRETRAIN_LR, "finetune_steps": 100, "eval_every": 25, "batch": 32}),
     "det": ModelTask(task.render_det, (240, 60, 100), task.PREPROCESS["det"], "map_iou", "map_iou >= 0.9",
                      {"candidates": 6, "rates": RATES, "subspace": "profile", "pretrain_steps": 100,
-                      "finetune_steps": 300, "eval_every": 50, "batch": 8}),
+                      "pretrain_lr": PRETRAIN_LR, "finetune_steps": 300, "eval_every": 50, "batch": 8}),
     "rec": ModelTask(task.render_rec, (600, 150, 300), task.PREPROCESS["rec"], "text", "accuracy >= teacher - 0.05",
-                     {"candidates": 6, "rates": RATES, "subspace": "profile", "pretrain_steps": 60, "finetune_steps": 60,
-                      "eval_every": 20, "batch": 8}),
+                     {"candidates": 6, "rates": RATES, "subspace": "profile", "pretrain_steps": 60,
+                      "pretrain_lr": PRETRAIN_LR, "finetune_steps": 60, "eval_every": 20, "batch": 8}),
 }
-"""Counts are train/val/test images (cls validates on 400: with 200, one point is two images, and
-the first run's answer met its bound on val, 0.965 >= 0.96, but not on test, 0.9525 against
-the teacher's 0.97). Budgets from the teachers' measured costs per image on 2
-threads (torch view forward + backward, CPU seconds; `python -m benchmarks.tasks.ocr --check
---timing`): cls 0.06 (batch 32: ~1 s a step on 2 idle cores), det 160x160 0.18 (batch 8:
-~0.7 s), rec 0.37 (batch 8: ~1.5 s). Fine-tuning budgets were cut after the first run (above)
-to fit the 1800 s bound on a shared machine."""
+"""Counts are train/val/test images. The classifier validates and tests on 1000 each: with 400
+its answer met the 1-point bound on val (0.955 against 0.955) but not on test (0.9325 against
+0.96); one point is then four images, about the standard error of an accuracy near 0.96, so
+picking the smallest candidate that meets the bound picks a lucky one. The detector has three
+module units, and the one holding 70% of its weights (its backbone and FPN: no single tensor
+cuts them, as the FPN reads every stage) loses all of its map IoU pruned alone at 0.2, so the
+profile leaves it out; `prune` trains blocks over single-tensor module spans, so group
+granularity is not open to it yet. Budgets from the teachers' measured costs
+per image on 2 threads (torch view forward + backward, CPU seconds; `python -m
+benchmarks.tasks.ocr --check --timing`): cls 0.06 (batch 32: ~1 s a step on 2 idle cores), det
+160x160 0.18 (batch 8: ~0.7 s), rec 0.37 (batch 8: ~1.5 s); fine-tuning budgets fit the 1800 s
+bound on a shared machine."""
 
 
 def dataset(name: str, seed: int, root: Path) -> Path:
