@@ -16,7 +16,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Protocol
 
-from onnxwootz.errors import BadSpecError
+from onnxwootz.core.errors import BadSpecError
 
 if TYPE_CHECKING:
     from onnxwootz.pipeline import Explorer
@@ -36,7 +36,7 @@ def _finished(explorer: "Explorer", index: int) -> dict[str, Any] | None:
 
 
 def _save_answer(explorer: "Explorer", answer) -> None:
-    from onnxwootz.modelio import save_model
+    from onnxwootz.core.modelio import save_model
 
     save_model(answer, explorer.answer_path)
 
@@ -75,8 +75,8 @@ def _run_trial(payload: _Payload, index: int) -> tuple[dict[str, Any], bytes | N
     """A Ray task: one candidate's trial in a worker (state cached per worker process)."""
     from pathlib import Path
 
+    from onnxwootz.core.progress import NULL_PROGRESS
     from onnxwootz.pipeline import Explorer
-    from onnxwootz.progress import NULL_PROGRESS
     from onnxwootz.spec import Spec
 
     key = json.dumps(dataclasses.asdict(payload), sort_keys=True)

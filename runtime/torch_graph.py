@@ -20,8 +20,9 @@ import torch
 from onnx import numpy_helper
 from torch import fx, nn
 
-from onnxwootz.errors import BadModelError, BadSpecError, UnsupportedOpError
-from onnxwootz.modelio import FLOAT_TYPES, input_shapes, skeleton, static_shapes, without_weights
+from onnxwootz.core.errors import BadModelError, BadSpecError, UnsupportedOpError
+from onnxwootz.core.onnx_helpers import FLOAT_TYPES, input_shapes, skeleton, without_weights
+from onnxwootz.runtime.shapes import static_shapes
 from onnxwootz.runtime.torch_ops import DOMAIN_OPS, OPS, NeedsConstant, Sym, Value, int_tensor, onnx_dtype
 
 _MISSING = object()
