@@ -21,17 +21,13 @@ from onnx import numpy_helper
 from torch import fx, nn
 
 from onnxwootz.core.errors import BadModelError, BadSpecError, UnsupportedOpError
-from onnxwootz.core.onnx_helpers import FLOAT_TYPES, input_shapes, skeleton, without_weights
+from onnxwootz.core.onnx_helpers import FLOAT_TYPES, input_shapes, onnx_opset, skeleton, without_weights
 from onnxwootz.runtime.shapes import static_shapes
 from onnxwootz.runtime.torch_ops import (DOMAIN_OPS, OPS, NeedsConstant, NodeContext, Sym, Value, int_tensor,
                                          onnx_dtype)
 
 _MISSING = object()
 _RESERVED = {"training", "graph", "meta", "code", "param_names", "onnx_names", "input_names", "output_names"}
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1)
 
 
 ExampleShapes = Mapping[str, Sequence[int]]
@@ -121,7 +117,7 @@ class _Builder:
 
     def __init__(self, model: onnx.ModelProto, example: ExampleShapes | None) -> None:
         self.model = model
-        self.opset = _opset(model)
+        self.opset = onnx_opset(model)
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.inits = {init.name: init for init in model.graph.initializer}
