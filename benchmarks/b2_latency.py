@@ -40,8 +40,9 @@ from torch import nn
 from models import builders
 from models.export import export_legacy
 from onnxwootz import apply, bench
+from onnxwootz.core.onnx_helpers import input_shapes
 from onnxwootz.counting import count
-from onnxwootz.modelio import input_shapes, static_shapes
+from onnxwootz.runtime.shapes import static_shapes
 
 RESULTS = Path("bench-results")
 SHAPE = (1, 3, 224, 224)

@@ -32,7 +32,7 @@ from typing import Any
 
 import onnxwootz
 from benchmarks.b3_exploration import PAPER_FINETUNE_STEPS, RESULTS, task_inputs
-from onnxwootz.atomic import write_json
+from onnxwootz.core.atomic import write_json
 from onnxwootz.runtime.devices import resolve_device
 from onnxwootz.sampling import subspace
 from onnxwootz.spec import Spec

@@ -155,7 +155,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from onnxwootz.atomic import write_json
+    from onnxwootz.core.atomic import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")

@@ -2,7 +2,7 @@
 
     python examples/deploy_pipeline.py models/digits_resnet.onnx --deploy-dir deploy/ --min-speedup 1.1
 
-Exits non-zero (onnxwootz.errors.GateError, exit code 6) when the pruned model misses the
+Exits non-zero (onnxwootz.core.errors.GateError, exit code 6) when the pruned model misses the
 accuracy bound or is not faster than the original by --min-speedup on the target provider;
 otherwise copies the chosen model to DEPLOY_DIR/model.onnx (atomically) with a JSON record."""
 
@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import onnxwootz
-from onnxwootz.atomic import write_bytes, write_json
-from onnxwootz.errors import GateError, WootzError
+from onnxwootz.core.atomic import write_bytes, write_json
+from onnxwootz.core.errors import GateError, WootzError
 
 
 def run(model: str, deploy_dir: str, min_speedup: float, provider: str = "cpu", **prune_options) -> dict:

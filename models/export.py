@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from models import builders
-from onnxwootz.errors import BadSpecError
-from onnxwootz.modelio import load_model
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.modelio import load_model
 
 EXPORTERS = ("legacy", "dynamo")
 INPUT_NAME = "input"

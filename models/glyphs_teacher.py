@@ -30,8 +30,8 @@ from torch.nn import functional as F
 
 from benchmarks.tasks.glyphs import CLASSES, DATASET_NAME, make_pruning_dataset, render_glyphs
 from models.teacher import SmallResNet, accuracy, fit
+from onnxwootz.core.modelio import load_model, save_model
 from onnxwootz.data import Dataset, batches, load_dataset
-from onnxwootz.modelio import load_model, save_model
 from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, Preprocess, set_metadata
 
 PREPROCESS = Preprocess(size=(24, 24), channels=1, scale=1 / 255, mean=(0.5,), std=(0.5,))

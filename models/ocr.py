@@ -16,8 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from onnxwootz.atomic import write_bytes
-from onnxwootz.errors import BadModelError
+from onnxwootz.core.atomic import write_bytes
+from onnxwootz.core.errors import BadModelError
 
 PACKAGE = "rapidocr-onnxruntime"
 VERSION = "1.4.4"

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from onnxwootz.core.modelio import save_model
 from onnxwootz.data import DIGITS, Dataset, batches, load_dataset
-from onnxwootz.modelio import save_model
 from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, Preprocess, set_metadata
 
 PREPROCESS = Preprocess(size=(16, 16), channels=1, scale=1 / 16, mean=(0.5,), std=(0.5,))

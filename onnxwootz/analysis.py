@@ -7,8 +7,8 @@ import dataclasses
 from collections import Counter
 from typing import Sequence
 
+from onnxwootz.core.results import Result
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
-from onnxwootz.results import Result
 
 
 @dataclasses.dataclass
@@ -80,7 +80,7 @@ def unit_infos(prepared: PreparedModel, granularity: str) -> list[UnitInfo]:
 def analyze(model: ModelSource, input_shape: Sequence[int] | None = None, granularity: str = "module",
             top: int = 10) -> AnalysisResult:
     """Analyze a model (path or ModelProto) for pruning."""
-    from onnxwootz.modelio import onnx_opset, real_inputs
+    from onnxwootz.core.onnx_helpers import onnx_opset, real_inputs
 
     prepared = prepare(model, input_shape)
     m = prepared.model

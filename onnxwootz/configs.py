@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from onnxwootz.errors import BadSpecError
+from onnxwootz.core.errors import BadSpecError
 
 
 def load_configs(path: str | Path, n_units: int | None = None) -> list[list[float]]:

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import onnx
 
-from onnxwootz.modelio import FLOAT_TYPES
+from onnxwootz.core.onnx_helpers import FLOAT_TYPES
 from onnxwootz.passes.graph_index import GraphIndex, attribute, data_inputs
 
 

@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from onnxwootz.errors import BadDataError, first_line
+from onnxwootz.core.errors import BadDataError, first_line
 from onnxwootz.preprocess import Preprocess
 
 DIGITS = "digits"

@@ -14,35 +14,60 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
-from onnxwootz.errors import BadSpecError
+import onnx
 
-if TYPE_CHECKING:
-    from onnxwootz.pipeline import Explorer
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.progress import NULL_PROGRESS, Progress
+from onnxwootz.journal import RunDir
+from onnxwootz.metrics import Metric
+from onnxwootz.spec import Spec
+
+
+class Explorable(Protocol):
+    """What an executor uses of onnxwootz.pipeline.Explorer. The pipeline imports the executors,
+    so they see it only through this interface (and a worker rebuilds one with its class)."""
+
+    mode: str
+    configs: list[list[float]]
+    answer_path: Path
+    model_path: Path
+    data_path: str | None
+    spec: Spec
+    metric: Metric
+    rundir: RunDir
+    progress: Progress
+
+    def setup(self) -> None: ...
+
+    def ensure_blocks(self, index: int) -> None: ...
+
+    def trial(self, index: int, rates: list[float]) -> tuple[dict[str, Any], onnx.ModelProto | None]: ...
 
 
 class Executor(Protocol):
-    def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
+    def explore(self, explorer: Explorable, order: list[int]) -> dict[str, Any] | None:
         """Run candidates in `order`; return the answer's trial event (or None)."""
         ...
 
 
-def _finished(explorer: "Explorer", index: int) -> dict[str, Any] | None:
+def _finished(explorer: Explorable, index: int) -> dict[str, Any] | None:
     event = explorer.rundir.find("trial", mode=explorer.mode, candidate=index)
     if event is not None and event["met"] and not explorer.answer_path.exists():
         return None  # met, but the answer file was lost: run it again to rebuild the model
     return event
 
 
-def _save_answer(explorer: "Explorer", answer) -> None:
-    from onnxwootz.modelio import save_model
+def _save_answer(explorer: Explorable, answer: onnx.ModelProto) -> None:
+    from onnxwootz.core.modelio import save_model
 
     save_model(answer, explorer.answer_path)
 
 
 class LocalExecutor:
-    def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
+    def explore(self, explorer: Explorable, order: list[int]) -> dict[str, Any] | None:
         with explorer.progress.task(f"exploring candidates ({explorer.mode})", total=len(order)) as task:
             for index in order:
                 event = _finished(explorer, index)
@@ -68,22 +93,17 @@ class _Payload:
     run_dir: str
 
 
-_WORKER_STATE: dict[str, "Explorer"] = {}
+_WORKER_STATE: dict[str, Explorable] = {}
 
 
-def _run_trial(payload: _Payload, index: int) -> tuple[dict[str, Any], bytes | None]:
-    """A Ray task: one candidate's trial in a worker (state cached per worker process)."""
-    from pathlib import Path
-
-    from onnxwootz.pipeline import Explorer
-    from onnxwootz.progress import NULL_PROGRESS
-    from onnxwootz.spec import Spec
-
+def _run_trial(build: Callable[..., Explorable], payload: _Payload, index: int) -> tuple[dict[str, Any], bytes | None]:
+    """A Ray task: one candidate's trial in a worker (state cached per worker process). `build` is
+    the driver's explorer class (Ray sends it by reference: the worker imports its module)."""
     key = json.dumps(dataclasses.asdict(payload), sort_keys=True)
     explorer = _WORKER_STATE.get(key)
     if explorer is None:
-        explorer = Explorer(Path(payload.model), payload.data, Spec(**payload.spec), payload.run_dir, False,
-                            NULL_PROGRESS, worker=True)
+        explorer = build(Path(payload.model), payload.data, Spec(**payload.spec), payload.run_dir, False,
+                         NULL_PROGRESS, worker=True)
         explorer.setup()
         _WORKER_STATE[key] = explorer
     event, answer = explorer.trial(index, explorer.configs[index])
@@ -112,9 +132,7 @@ class RayExecutor:
                 ray.init(num_cpus=max(1, os.cpu_count() or 1), **options)
         return ray
 
-    def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
-        import onnx
-
+    def explore(self, explorer: Explorable, order: list[int]) -> dict[str, Any] | None:
         if explorer.metric.labels == "any":
             raise BadSpecError("a metric given as a Python callable cannot travel to Ray workers: use a named "
                                "metric (--metric) or the local executor")
@@ -140,7 +158,7 @@ class RayExecutor:
                             best = position if best is None else min(best, position)
                     else:
                         explorer.ensure_blocks(index)
-                        pending[task.remote(payload, index)] = position
+                        pending[task.remote(type(explorer), payload, index)] = position
                     position += 1
                 if best is not None and all(p in results for p in range(best + 1)):
                     break

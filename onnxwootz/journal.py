@@ -31,8 +31,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from onnxwootz.atomic import fsync_dir, write_bytes, write_json
-from onnxwootz.errors import BadSpecError, RunDirBusyError
+from onnxwootz.core.atomic import fsync_dir, write_bytes, write_json
+from onnxwootz.core.errors import BadSpecError, RunDirBusyError
 
 RUN_FILE, JOURNAL_FILE, LOCK_FILE = "run.json", "journal.jsonl", "run.lock"
 DERIVED = ("configs.json", "sensitivity.json", "blocks.json", "summary.json", "blocks/*.safetensors")
@@ -42,7 +42,7 @@ TOOL_FILES = (RUN_FILE, JOURNAL_FILE, LOCK_FILE, *DERIVED, "*.pruned.onnx", "*.p
               "report/accuracy_vs_macs.png", "report/accuracy_vs_latency.png", "report/finetune_curves.png")
 """Everything `prune` and `report` write in a run directory (the answer by its default name)."""
 LEFTOVERS = (".*.tmp", "*.pruned.onnx.data.tmp", "blocks/.*.tmp", "report/.*.tmp")
-"""Temporary files of an atomic write cut short by a crash (atomic.py, modelio.save_model)."""
+"""Temporary files of an atomic write cut short by a crash (core/atomic.py, core/modelio.save_model)."""
 EVENT_KEYS = {"trial": ("mode", "candidate"), "latency": ("candidate",), "block": ("file",), "teacher": ()}
 """What makes events of a kind the same piece of work: a later one supersedes an earlier one."""
 

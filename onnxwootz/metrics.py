@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.core.errors import BadDataError, BadSpecError
 
 MetricFunction = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], "np.ndarray | None"], float]
 DEFAULT_MAP_THRESHOLD = 0.3

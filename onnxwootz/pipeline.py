@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import onnx
 
-from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.core.errors import BadDataError, BadSpecError
+from onnxwootz.core.onnx_helpers import real_inputs, static_dims
+from onnxwootz.core.progress import NULL_PROGRESS, Progress
+from onnxwootz.core.results import Result
 from onnxwootz.metrics import Metric, MetricFunction
-from onnxwootz.modelio import real_inputs, static_dims
-from onnxwootz.progress import NULL_PROGRESS, Progress
-from onnxwootz.results import Result
 from onnxwootz.spec import Spec, load_spec
 
 METRIC_KEY = "onnxwootz.metric"
@@ -429,7 +429,7 @@ class Explorer:
 
     def test_metric(self) -> float:
         """The written answer's metric on the held-out test split (after every decision is made)."""
-        from onnxwootz.modelio import load_model
+        from onnxwootz.core.modelio import load_model
         from onnxwootz.runtime.devices import prepare_module
         from onnxwootz.runtime.torch_graph import TorchGraph
         from onnxwootz.runtime.training import predict_outputs

@@ -10,13 +10,14 @@ from typing import Sequence
 
 import onnx
 
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.modelio import CANONICAL_OPSET, load_model, upgrade_opset
+from onnxwootz.core.onnx_helpers import input_shapes, onnx_opset
 from onnxwootz.counting import NodeCost, count
-from onnxwootz.errors import BadSpecError
-from onnxwootz.modelio import (CANONICAL_OPSET, input_shapes, load_model, onnx_opset, static_shapes,
-                               upgrade_opset)
 from onnxwootz.passes.canonicalize import canonicalize
 from onnxwootz.passes.channel_groups import ChannelAnalysis, analyze_channels
 from onnxwootz.passes.units import GRANULARITIES, UnitPlan, plan_units
+from onnxwootz.runtime.shapes import static_shapes
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
 

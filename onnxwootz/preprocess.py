@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxwootz.errors import BadDataError, BadSpecError
-from onnxwootz.modelio import real_inputs, static_dims
+from onnxwootz.core.errors import BadDataError, BadSpecError
+from onnxwootz.core.onnx_helpers import real_inputs, static_dims
 
 PREPROCESS_KEY = "onnxwootz.preprocess"
 DATASET_KEY = "onnxwootz.dataset"

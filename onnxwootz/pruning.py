@@ -12,16 +12,16 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from onnxwootz.atomic import write_json
-from onnxwootz.errors import BadSpecError
-from onnxwootz.modelio import save_model
+from onnxwootz.core.atomic import write_json
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.modelio import save_model
+from onnxwootz.core.results import Result
 from onnxwootz.counting import count
 from onnxwootz.passes.base import PassManager
 from onnxwootz.passes.export import export_options
 from onnxwootz.passes.canonicalize import SHARED_KEY
 from onnxwootz.passes.prune import FilterPrune, group_keep_counts, select_removed
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
-from onnxwootz.results import Result
 from onnxwootz.verify import verify_pruned
 
 ConfigSource = float | dict[str, float] | Sequence[float] | str | os.PathLike[str]

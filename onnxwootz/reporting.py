@@ -15,11 +15,11 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from onnxwootz.atomic import write_bytes, write_text
-from onnxwootz.errors import BadSpecError
+from onnxwootz.core.atomic import write_bytes, write_text
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.progress import NULL_PROGRESS, Progress
+from onnxwootz.core.results import Result
 from onnxwootz.journal import JOURNAL_FILE, RUN_FILE, latest, read_events
-from onnxwootz.progress import NULL_PROGRESS, Progress
-from onnxwootz.results import Result
 
 AXES = {"params": "parameters", "macs": "MACs", "latency_ms": "latency p50 (ms)"}
 BENCH_RUNS, BENCH_WARMUP = 30, 5

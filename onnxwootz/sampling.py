@@ -15,8 +15,8 @@ import random
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from onnxwootz.configs import checked_rate
-from onnxwootz.errors import BadSpecError
-from onnxwootz.results import Result
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.results import Result
 
 if TYPE_CHECKING:
     from onnxwootz.sensitivity import Sensitivity
@@ -278,7 +278,7 @@ def subspace(model, n: int, rates: Sequence[float] = (0.3, 0.5, 0.7), seed: int 
     """Sample the promising subspace of `model`: `n` distinct configurations, spread in size or
     around the sensitivity profile measured on `data` (default: the dataset the model's
     metadata names); params and MACs come from the cost model (onnxwootz.costs)."""
-    from onnxwootz.atomic import write_json
+    from onnxwootz.core.atomic import write_json
     from onnxwootz.costs import CostModel
     from onnxwootz.prepared import model_label, prepare
 

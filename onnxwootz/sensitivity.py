@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 
 from onnxwootz.configs import checked_rate
-from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.core.errors import BadDataError, BadSpecError
+from onnxwootz.core.results import Result
 from onnxwootz.metrics import Metric, agreement, class_scores, top1
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
-from onnxwootz.results import Result
 
 EVAL_BATCH = 256
 """Images per ONNX Runtime call when the model's batch dimension is dynamic."""

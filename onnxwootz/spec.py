@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from onnxwootz.errors import BadSpecError
+from onnxwootz.core.errors import BadSpecError
 
 OBJECTIVES = ("size", "macs", "latency")
 CHOICES = {

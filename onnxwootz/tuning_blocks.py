@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from onnxwootz.configs import load_configs, symbol, validate_configs
-from onnxwootz.errors import BadSpecError
-from onnxwootz.results import Result
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.results import Result
 
 STRATEGIES = ("sequitur", "per-unit")
 

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxwootz.errors import PruningError, first_line
-from onnxwootz.modelio import dummy_feed, set_dims, without_weights
+from onnxwootz.core.errors import PruningError, first_line
+from onnxwootz.core.onnx_helpers import dummy_feed, set_dims, without_weights
 from onnxwootz.passes.mask import ZeroRemoved, plan_targets, zero_removed
 
 TOLERANCE = 1e-3

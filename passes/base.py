@@ -10,7 +10,7 @@ from typing import Sequence
 
 import onnx
 
-from onnxwootz.errors import BadModelError, first_line
+from onnxwootz.core.errors import BadModelError, first_line
 
 
 class PassError(BadModelError):
@@ -67,9 +67,9 @@ class PassManager(Pass):
 
 def check_model(model: onnx.ModelProto, full: bool = True) -> None:
     """onnx.checker (full_check runs strict shape inference) with a one-line error. Weights are
-    checked as typed inputs (modelio.without_weights): the structure and every shape are
+    checked as typed inputs (onnx_helpers.without_weights): the structure and every shape are
     verified without serializing hundreds of megabytes."""
-    from onnxwootz.modelio import without_weights
+    from onnxwootz.core.onnx_helpers import without_weights
 
     try:
         onnx.checker.check_model(without_weights(model), full_check=full)

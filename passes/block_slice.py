@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxwootz.errors import BadModelError
+from onnxwootz.core.errors import BadModelError
 
 
 def slice_span(model: onnx.ModelProto, entry: str, exit_: str, shapes: dict[str, list[int]]) -> onnx.ModelProto:

@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 
 from onnxwootz.passes.channel_rules import DOMAIN_RULES, RULES
-from onnxwootz.passes.graph_index import GraphIndex, attribute
+from onnxwootz.passes.channel_state import ChannelState
+from onnxwootz.passes.graph_index import GraphIndex
 
 
 @dataclasses.dataclass
@@ -36,84 +37,6 @@ class ChannelGroup:
     @property
     def prunable(self) -> bool:
         return self.kept_reason is None
-
-
-class ChannelState:
-    """Mutable state the rules work on during one analysis."""
-
-    def __init__(self, index: GraphIndex, shapes: dict[str, list[int]]):
-        self.index = index
-        self.shapes = shapes
-        self.ids: dict[str, np.ndarray] = {}
-        self.split_outputs: list[str] = []
-        self.flatten_reshapes: set[str] = set()
-        self._l1: list[np.ndarray] = []
-        self._owner: list[np.ndarray] = []  # producer index per atom (-1: not a filter)
-        self.producer_names: list[str] = []
-        self._ties: list[tuple[np.ndarray, np.ndarray]] = []
-        self._kept: list[tuple[np.ndarray, str, str]] = []
-        self.count = 0
-
-    def fresh(self, node: onnx.NodeProto | None, l1: np.ndarray, prunable: bool = True) -> np.ndarray:
-        """New atoms, one per filter of `node` (non-prunable sources get owner -1)."""
-        n = len(l1)
-        ids = np.arange(self.count, self.count + n)
-        self.count += n
-        self._l1.append(np.asarray(l1, dtype=np.float64))
-        owner = -1
-        if prunable and node is not None:
-            owner = len(self.producer_names)
-            self.producer_names.append(node.name)
-        self._owner.append(np.full(n, owner))
-        return ids
-
-    def tie(self, a: np.ndarray, b: np.ndarray) -> None:
-        if a is b or (len(a) == len(b) and np.array_equal(a, b)):
-            return
-        self._ties.append((a, b))
-
-    def keep(self, ids: np.ndarray, reason: str, node: onnx.NodeProto | None) -> None:
-        self._kept.append((ids, reason, node.name if node is not None else ""))
-
-    def barrier(self, node: onnx.NodeProto, why: str) -> None:
-        """Keep every channel that touches `node`; its outputs get opaque, kept channels."""
-        reason = f"{node.op_type} '{node.name}': {why}"
-        for name in node.input:
-            ids = self.ids.get(name)
-            if ids is not None:
-                self.keep(ids, reason, node)
-        for name in node.output:
-            shape = self.shapes.get(name)
-            if name and shape is not None and len(shape) >= 2:
-                ids = self.fresh(node, np.zeros(shape[1]), prunable=False)
-            elif name and shape is None and _filter_count(node, self.index) is not None:
-                # a producer whose output shape nothing knows: its filters are listed as kept
-                ids = self.fresh(node, np.zeros(_filter_count(node, self.index)))
-            else:
-                continue
-            self.ids[name] = ids
-            self.keep(ids, reason, node)
-
-    def opaque_source(self, name: str, reason: str) -> None:
-        shape = self.shapes.get(name)
-        if shape is not None and len(shape) >= 2:
-            ids = self.fresh(None, np.zeros(shape[1]), prunable=False)
-            self.ids[name] = ids
-            self.keep(ids, reason, None)
-
-
-def _filter_count(node: onnx.NodeProto, index: GraphIndex) -> int | None:
-    """Output channels of a Conv, ConvTranspose or Gemm/MatMul with a constant weight."""
-    weight = index.array(node.input[1]) if len(node.input) > 1 else None
-    if weight is None or weight.ndim < 2:
-        return None
-    if node.op_type == "Conv":
-        return weight.shape[0]
-    if node.op_type == "ConvTranspose":
-        return weight.shape[1] * attribute(node, "group", 1)
-    if node.op_type in ("Gemm", "MatMul") and weight.ndim == 2:
-        return weight.shape[0] if attribute(node, "transB", 0) else weight.shape[1]
-    return None
 
 
 @dataclasses.dataclass
@@ -186,9 +109,9 @@ def analyze_channels(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> Ch
 
 def _build_groups(st: ChannelState) -> ChannelAnalysis:
     count = st.count
-    l1 = np.concatenate(st._l1) if st._l1 else np.zeros(0)
-    owner = np.concatenate(st._owner) if st._owner else np.zeros(0, dtype=np.int64)
-    _, channel = np.unique(_components(count, _tie_pairs(st._ties)), return_inverse=True)  # channel per atom
+    l1 = np.concatenate(st.l1s) if st.l1s else np.zeros(0)
+    owner = np.concatenate(st.owners) if st.owners else np.zeros(0, dtype=np.int64)
+    _, channel = np.unique(_components(count, _tie_pairs(st.ties)), return_inverse=True)  # channel per atom
     n_channels = int(channel.max()) + 1 if count else 0
     # channels sharing a producer belong to one group: union channels through their producers
     filters = owner >= 0
@@ -213,7 +136,7 @@ def _build_groups(st: ChannelState) -> ChannelAnalysis:
         importance = np.array([l1[a].sum() for a in channel_atoms])
         producer_ids = sorted(set(owner[atoms][owner[atoms] >= 0].tolist()))
         groups.append(ChannelGroup(group_id, [st.producer_names[p] for p in producer_ids], channel_atoms, importance))
-    for ids, reason, node_name in st._kept:
+    for ids, reason, node_name in st.kept:
         for group_id in np.unique(atom_group[ids]):
             group = groups[group_id]
             if group.kept_reason is None:

@@ -9,18 +9,16 @@ kept and the reason is recorded. Extend the analysis by adding an entry to RULES
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import onnx
 
+from onnxwootz.passes.channel_state import ChannelState
 from onnxwootz.passes.graph_index import attribute
 from onnxwootz.passes.shape_entries import shape_entry
 
-if TYPE_CHECKING:
-    from onnxwootz.passes.channel_groups import ChannelState
-
-Rule = Callable[[onnx.NodeProto, "ChannelState"], None]
+Rule = Callable[[onnx.NodeProto, ChannelState], None]
 
 PER_CHANNEL_UNARY = {
     "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus",
@@ -33,7 +31,7 @@ ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "
 REDUCTIONS = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd"}
 
 
-def _rank(st: "ChannelState", name: str) -> int | None:
+def _rank(st: ChannelState, name: str) -> int | None:
     shape = st.shapes.get(name)
     return None if shape is None else len(shape)
 
@@ -42,7 +40,7 @@ def _axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-def _constant_ints(st: "ChannelState", node: onnx.NodeProto, attr: str, input_index: int) -> list[int] | None:
+def _constant_ints(st: ChannelState, node: onnx.NodeProto, attr: str, input_index: int) -> list[int] | None:
     """An int list given as attribute (old opsets) or as a constant input (new opsets)."""
     value = attribute(node, attr)
     if value is not None:
@@ -53,7 +51,7 @@ def _constant_ints(st: "ChannelState", node: onnx.NodeProto, attr: str, input_in
     return None
 
 
-def conv(node: onnx.NodeProto, st: "ChannelState") -> None:
+def conv(node: onnx.NodeProto, st: ChannelState) -> None:
     weight = st.index.array(node.input[1])
     x = st.ids.get(node.input[0])
     if weight is None or x is None:
@@ -73,7 +71,7 @@ def conv(node: onnx.NodeProto, st: "ChannelState") -> None:
     st.keep(out, reason, node)
 
 
-def conv_transpose(node: onnx.NodeProto, st: "ChannelState") -> None:
+def conv_transpose(node: onnx.NodeProto, st: ChannelState) -> None:
     weight = st.index.array(node.input[1])
     x = st.ids.get(node.input[0])
     if weight is None or x is None or attribute(node, "group", 1) != 1:
@@ -83,7 +81,7 @@ def conv_transpose(node: onnx.NodeProto, st: "ChannelState") -> None:
     st.ids[node.output[0]] = st.fresh(node, np.abs(weight).transpose(1, 0, 2, 3).reshape(c_out, -1).sum(axis=1))
 
 
-def gemm(node: onnx.NodeProto, st: "ChannelState") -> None:
+def gemm(node: onnx.NodeProto, st: ChannelState) -> None:
     weight = st.index.array(node.input[1])
     x = st.ids.get(node.input[0])
     if weight is None or x is None or weight.ndim != 2 or attribute(node, "transA", 0):
@@ -97,14 +95,14 @@ def gemm(node: onnx.NodeProto, st: "ChannelState") -> None:
     st.ids[node.output[0]] = st.fresh(node, np.abs(rows).sum(axis=1))
 
 
-def pass_through(node: onnx.NodeProto, st: "ChannelState") -> None:
+def pass_through(node: onnx.NodeProto, st: ChannelState) -> None:
     x = st.ids.get(node.input[0])
     if x is None:
         return
     st.ids[node.output[0]] = x
 
 
-def resize(node: onnx.NodeProto, st: "ChannelState") -> None:
+def resize(node: onnx.NodeProto, st: ChannelState) -> None:
     x_shape, y_shape = st.shapes.get(node.input[0]), st.shapes.get(node.output[0])
     if x_shape and y_shape and len(x_shape) > 1 and x_shape[:2] == y_shape[:2]:
         pass_through(node, st)
@@ -112,7 +110,7 @@ def resize(node: onnx.NodeProto, st: "ChannelState") -> None:
         st.barrier(node, "resizes the channel axis")
 
 
-def pad(node: onnx.NodeProto, st: "ChannelState") -> None:
+def pad(node: onnx.NodeProto, st: ChannelState) -> None:
     pads = _constant_ints(st, node, "pads", 1)
     rank = _rank(st, node.input[0])
     axes = _constant_ints(st, node, "axes", 3) if len(node.input) > 3 else None
@@ -128,7 +126,7 @@ def pad(node: onnx.NodeProto, st: "ChannelState") -> None:
     pass_through(node, st)
 
 
-def reduction(node: onnx.NodeProto, st: "ChannelState") -> None:
+def reduction(node: onnx.NodeProto, st: ChannelState) -> None:
     rank = _rank(st, node.input[0])
     axes = _constant_ints(st, node, "axes", 1)
     if rank is None or not axes:  # no axes: reduce over everything
@@ -141,7 +139,7 @@ def reduction(node: onnx.NodeProto, st: "ChannelState") -> None:
     pass_through(node, st)
 
 
-def elementwise(node: onnx.NodeProto, st: "ChannelState") -> None:
+def elementwise(node: onnx.NodeProto, st: ChannelState) -> None:
     out_shape = st.shapes.get(node.output[0])
     if not out_shape or len(out_shape) < 2:
         if any(st.ids.get(name) is not None for name in node.input):
@@ -171,7 +169,7 @@ def elementwise(node: onnx.NodeProto, st: "ChannelState") -> None:
     st.ids[node.output[0]] = full[0]
 
 
-def concat(node: onnx.NodeProto, st: "ChannelState") -> None:
+def concat(node: onnx.NodeProto, st: ChannelState) -> None:
     rank = _rank(st, node.output[0])
     parts = [st.ids.get(name) for name in node.input]
     if rank is None or any(p is None for p in parts):
@@ -187,7 +185,7 @@ def concat(node: onnx.NodeProto, st: "ChannelState") -> None:
         st.ids[node.output[0]] = parts[0]
 
 
-def split(node: onnx.NodeProto, st: "ChannelState") -> None:
+def split(node: onnx.NodeProto, st: ChannelState) -> None:
     x = st.ids.get(node.input[0])
     rank = _rank(st, node.input[0])
     if x is None or rank is None:
@@ -204,7 +202,7 @@ def split(node: onnx.NodeProto, st: "ChannelState") -> None:
         start += size
 
 
-def slice_(node: onnx.NodeProto, st: "ChannelState") -> None:
+def slice_(node: onnx.NodeProto, st: ChannelState) -> None:
     x = st.ids.get(node.input[0])
     rank = _rank(st, node.input[0])
     if x is None or rank is None:
@@ -232,12 +230,12 @@ def slice_(node: onnx.NodeProto, st: "ChannelState") -> None:
     st.split_outputs.append(node.output[0])
 
 
-def _flatten_ids(st: "ChannelState", name: str, x: np.ndarray) -> np.ndarray:
+def _flatten_ids(st: ChannelState, name: str, x: np.ndarray) -> np.ndarray:
     shape = st.shapes[name]
     return np.repeat(x, int(np.prod(shape[2:])) if len(shape) > 2 else 1)
 
 
-def flatten(node: onnx.NodeProto, st: "ChannelState") -> None:
+def flatten(node: onnx.NodeProto, st: ChannelState) -> None:
     x = st.ids.get(node.input[0])
     if x is None:
         return
@@ -248,7 +246,7 @@ def flatten(node: onnx.NodeProto, st: "ChannelState") -> None:
     st.ids[node.output[0]] = _flatten_ids(st, node.input[0], x)
 
 
-def reshape(node: onnx.NodeProto, st: "ChannelState") -> None:
+def reshape(node: onnx.NodeProto, st: ChannelState) -> None:
     x = st.ids.get(node.input[0])
     if x is None:
         return
@@ -270,7 +268,7 @@ def reshape(node: onnx.NodeProto, st: "ChannelState") -> None:
         pass_through(node, st)
 
 
-def _channel_target_follows(st: "ChannelState", node: onnx.NodeProto, channels: int) -> bool:
+def _channel_target_follows(st: ChannelState, node: onnx.NodeProto, channels: int) -> bool:
     """Whether the target's axis-1 entry can follow the pruned channels: a constant on the
     target's path (rewritten by slicing), 0 or -1 (ONNX derives it), or the channel count of
     a tensor with the input's very channels, read at run time by Shape."""
@@ -284,7 +282,7 @@ def _channel_target_follows(st: "ChannelState", node: onnx.NodeProto, channels: 
     return value in (0, -1, channels)
 
 
-def transpose(node: onnx.NodeProto, st: "ChannelState") -> None:
+def transpose(node: onnx.NodeProto, st: ChannelState) -> None:
     perm = attribute(node, "perm")
     if perm is not None and list(perm[:2]) == [0, 1]:
         pass_through(node, st)
@@ -292,7 +290,7 @@ def transpose(node: onnx.NodeProto, st: "ChannelState") -> None:
         st.barrier(node, "transpose moves the channel axis")
 
 
-def squeeze_unsqueeze(node: onnx.NodeProto, st: "ChannelState") -> None:
+def squeeze_unsqueeze(node: onnx.NodeProto, st: ChannelState) -> None:
     if st.ids.get(node.input[0]) is None:
         return
     ref = node.output[0] if node.op_type == "Unsqueeze" else node.input[0]
@@ -304,7 +302,7 @@ def squeeze_unsqueeze(node: onnx.NodeProto, st: "ChannelState") -> None:
     pass_through(node, st)
 
 
-def no_channels(node: onnx.NodeProto, st: "ChannelState") -> None:
+def no_channels(node: onnx.NodeProto, st: ChannelState) -> None:
     """Shape/Size read only the tensor's shape: nothing to tie, nothing flows on."""
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import onnx
 from onnx import helper, version_converter
 
-from onnxwootz.errors import BadSpecError, first_line
-from onnxwootz.modelio import onnx_opset
+from onnxwootz.core.errors import BadSpecError, first_line
+from onnxwootz.core.onnx_helpers import onnx_opset
 from onnxwootz.passes.base import PassError, check_model
 from onnxwootz.passes.fold_bn import FoldBatchNorm
 

@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import onnx
 
-from onnxwootz.errors import BadSpecError
+from onnxwootz.core.errors import BadSpecError
 from onnxwootz.passes.base import Pass, PassResult
 from onnxwootz.passes.canonicalize import shared_origins
 from onnxwootz.passes.channel_groups import ChannelAnalysis

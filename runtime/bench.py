@@ -14,10 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from onnxwootz.errors import BadSpecError, first_line
-from onnxwootz.modelio import dummy_feed, input_shapes, load_model, real_inputs
-from onnxwootz.progress import NULL_PROGRESS, Progress
-from onnxwootz.results import Result
+from onnxwootz.core.errors import BadSpecError, first_line
+from onnxwootz.core.modelio import load_model
+from onnxwootz.core.onnx_helpers import dummy_feed, input_shapes, real_inputs
+from onnxwootz.core.progress import NULL_PROGRESS, Progress
+from onnxwootz.core.results import Result
 from onnxwootz.runtime.sessions import PROVIDERS, pinned_session
 
 

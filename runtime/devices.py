@@ -12,7 +12,7 @@ from typing import ContextManager
 import torch
 from torch import nn
 
-from onnxwootz.errors import BadSpecError, DeviceError
+from onnxwootz.core.errors import BadSpecError, DeviceError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from onnxwootz.errors import BadModelError, BadSpecError, DeviceError
+from onnxwootz.core.errors import BadModelError, BadSpecError, DeviceError
 
 
 def cpu_session(model: onnx.ModelProto | bytes | str, threads: int = 0):

@@ -20,16 +20,14 @@ import torch
 from onnx import numpy_helper
 from torch import fx, nn
 
-from onnxwootz.errors import BadModelError, BadSpecError, UnsupportedOpError
-from onnxwootz.modelio import FLOAT_TYPES, input_shapes, skeleton, static_shapes, without_weights
-from onnxwootz.runtime.torch_ops import DOMAIN_OPS, OPS, NeedsConstant, Sym, Value, int_tensor, onnx_dtype
+from onnxwootz.core.errors import BadModelError, BadSpecError, UnsupportedOpError
+from onnxwootz.core.onnx_helpers import FLOAT_TYPES, input_shapes, onnx_opset, skeleton, without_weights
+from onnxwootz.runtime.shapes import static_shapes
+from onnxwootz.runtime.torch_ops import (DOMAIN_OPS, OPS, NeedsConstant, NodeContext, Sym, Value, int_tensor,
+                                         onnx_dtype)
 
 _MISSING = object()
 _RESERVED = {"training", "graph", "meta", "code", "param_names", "onnx_names", "input_names", "output_names"}
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1)
 
 
 ExampleShapes = Mapping[str, Sequence[int]]
@@ -119,7 +117,7 @@ class _Builder:
 
     def __init__(self, model: onnx.ModelProto, example: ExampleShapes | None) -> None:
         self.model = model
-        self.opset = _opset(model)
+        self.opset = onnx_opset(model)
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.inits = {init.name: init for init in model.graph.initializer}
@@ -247,7 +245,7 @@ class _Builder:
             if converter is None:
                 raise UnsupportedOpError(f"torch view: unsupported op {label}")
             try:
-                outputs = converter(NodeContext(self, node))
+                outputs = converter(_NodeContext(self, node))
             except NeedsConstant:
                 raise UnsupportedOpError(f"torch view: {label} needs constant shape/axes inputs") from None
             for name, value in zip(node.output, outputs):
@@ -261,8 +259,8 @@ class _Builder:
         self.graph.eliminate_dead_code()
 
 
-class NodeContext:
-    """What a converter in torch_ops sees of one ONNX node and of the graph being built."""
+class _NodeContext(NodeContext):
+    """The NodeContext a converter in torch_ops gets: one ONNX node and the builder."""
 
     def __init__(self, builder: _Builder, node: onnx.NodeProto) -> None:
         self.builder, self.node, self.op, self.opset = builder, node, node.op_type, builder.opset

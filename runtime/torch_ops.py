@@ -2,14 +2,16 @@
 `TorchGraph` generates. A converter sees its inputs as build-time values: a constant tensor
 (folded), a `Sym` (a small int vector such as a shape, known element by element, where an
 element may be a runtime int such as the batch size) or an fx node (a runtime tensor).
-Constant inputs are folded by `NodeContext.call`, so shape subgraphs cost nothing at run time."""
+Constant inputs are folded by `NodeContext.call`, so shape subgraphs cost nothing at run time.
+`NodeContext` is the interface a converter sees; torch_graph implements it (and imports this
+module, never the other way round)."""
 
 from __future__ import annotations
 
 import math
 import operator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+from typing import Any, Callable, Protocol, Sequence, Union
 
 import numpy as np
 import onnx
@@ -17,9 +19,6 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import fx
-
-if TYPE_CHECKING:
-    from onnxwootz.runtime.torch_graph import NodeContext
 
 
 @dataclass
@@ -36,7 +35,49 @@ class Sym:
 
 
 Value = Union[torch.Tensor, Sym, fx.Node]
-Converter = Callable[["NodeContext"], Sequence[Any]]
+
+
+class NodeContext(Protocol):
+    """What a converter sees of one ONNX node and of the fx graph being built."""
+
+    node: onnx.NodeProto
+    op: str
+    opset: int
+
+    def fail(self, reason: str) -> None:
+        """Raise UnsupportedOpError naming the node and the reason."""
+
+    def attr(self, name: str, default: Any = ...) -> Any:
+        """The attribute's value (strings decoded, lists as lists); without a default, a missing
+        one fails."""
+
+    def x(self, index: int, const: bool = False) -> Value | None:
+        """Input `index` (None when absent); `const` reads a float initializer as a constant."""
+
+    def tensor(self, value: Value) -> Value:
+        """A Sym turned into an int64 tensor (or fx node); anything else as it is."""
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args) now when no argument is a runtime value (constant folding), else an fx node."""
+
+    def shape(self, index: int) -> list[int | None] | None: ...
+
+    def rank(self, index: int) -> int | None: ...
+
+    def dim(self, index: int, axis: int) -> int | fx.Node: ...
+
+    def dtype(self, index: int) -> torch.dtype | None: ...
+
+    def is_int(self, index: int) -> bool: ...
+
+    def training(self) -> fx.Node: ...
+
+    def device(self) -> fx.Node | None: ...
+
+    def is_running_stat(self, index: int) -> bool: ...
+
+
+Converter = Callable[[NodeContext], Sequence[Any]]
 
 
 class NeedsConstant(Exception):

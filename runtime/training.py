@@ -20,7 +20,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
-from onnxwootz.progress import NULL_PROGRESS, Progress
+from onnxwootz.core.progress import NULL_PROGRESS, Progress
 from onnxwootz.runtime.devices import as_layout, autocast_context, prepare_input, prepare_module
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
 

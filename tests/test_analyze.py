@@ -19,11 +19,12 @@ from typer.testing import CliRunner
 from models import builders
 from models.export import cached_export, export_legacy
 from onnxwootz.analysis import analyze, unit_names
-from onnxwootz.pruning import apply
 from onnxwootz.cli import app
-from onnxwootz.modelio import dummy_feed, input_shapes, load_model
+from onnxwootz.core.modelio import load_model
+from onnxwootz.core.onnx_helpers import dummy_feed, input_shapes
 from onnxwootz.passes.mask import ZeroRemoved
 from onnxwootz.prepared import prepare
+from onnxwootz.pruning import apply
 from onnxwootz.runtime.sessions import cpu_session
 
 

@@ -21,12 +21,13 @@ from models.builders import BUILDERS
 from models.export import EXPORTERS, cached_export
 from models.ocr import ocr_model
 from models.zoo import ZOO_NAMES, load_zoo
-from onnxwootz.pruning import PrunedModel, apply, prune_prepared, resolve_config
 from onnxwootz.cli import app
-from onnxwootz.modelio import dummy_feed, load_model
+from onnxwootz.core.modelio import load_model
+from onnxwootz.core.onnx_helpers import dummy_feed
 from onnxwootz.passes.canonicalize import shared_origins
 from onnxwootz.passes.mask import ZeroRemoved
 from onnxwootz.prepared import PreparedModel, prepare
+from onnxwootz.pruning import PrunedModel, apply, prune_prepared, resolve_config
 from onnxwootz.runtime.sessions import cpu_session
 from onnxwootz.verify import squashed_outputs
 

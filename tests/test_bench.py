@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from onnxwootz.cli import app
-from onnxwootz.errors import BadSpecError, DeviceError
+from onnxwootz.core.errors import BadSpecError, DeviceError
 from onnxwootz.runtime import bench as bench_module
 from onnxwootz.runtime.bench import bench
 from onnxwootz.runtime.sessions import pinned_session

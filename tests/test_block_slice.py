@@ -9,11 +9,11 @@ import onnx
 import pytest
 
 from models.export import cached_export
+from onnxwootz.core.errors import BadModelError
 from onnxwootz.passes.block_slice import slice_span
 from onnxwootz.prepared import prepare
 from onnxwootz.pruning import prune_prepared
 from onnxwootz.runtime.sessions import cpu_session
-from onnxwootz.errors import BadModelError
 
 
 def _run(model: onnx.ModelProto, feed: dict) -> np.ndarray:

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from onnxwootz.tuning_blocks import BlockSet, TuningBlock, blocks, group_blocks, identify_blocks
 from onnxwootz.cli import app
 from onnxwootz.configs import load_configs, symbol, validate_configs
-from onnxwootz.errors import BadSpecError
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.tuning_blocks import BlockSet, TuningBlock, blocks, group_blocks, identify_blocks
 
 # The paper's four networks over units named 1..5.
 PAPER_NETWORKS = [

@@ -11,8 +11,8 @@ from torch import nn
 
 from models.builders import BUILDERS, TEST_INPUT_SHAPE, build, example_input, mobilenet_v2, resnet18, resnet50, vgg_net
 from models.export import EXPORTERS, cached_export, export, export_dynamo, export_legacy
-from onnxwootz.errors import BadSpecError
-from onnxwootz.modelio import load_model
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.modelio import load_model
 from onnxwootz.runtime.sessions import cpu_session
 
 

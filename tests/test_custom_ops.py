@@ -18,7 +18,8 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from onnxwootz.analysis import analyze
-from onnxwootz.modelio import dummy_feed, load_model
+from onnxwootz.core.modelio import load_model
+from onnxwootz.core.onnx_helpers import dummy_feed
 from onnxwootz.passes.mask import ZeroRemoved
 from onnxwootz.prepared import prepare
 from onnxwootz.pruning import apply

@@ -9,9 +9,9 @@ import onnx
 import pytest
 from PIL import Image
 
+from onnxwootz.core.errors import BadDataError, BadSpecError
+from onnxwootz.core.modelio import load_model
 from onnxwootz.data import batches, load_dataset
-from onnxwootz.errors import BadDataError, BadSpecError
-from onnxwootz.modelio import load_model
 from onnxwootz.preprocess import (
     PREPROCESS_KEY, Preprocess, accuracy_of, dataset_of, get_metadata, set_metadata,
 )

@@ -10,8 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from models.zoo import load_zoo
-from onnxwootz.errors import BadSpecError
-from onnxwootz.modelio import dummy_feed, input_shapes, onnx_opset, upgrade_opset
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.modelio import upgrade_opset
+from onnxwootz.core.onnx_helpers import dummy_feed, input_shapes, onnx_opset
 from onnxwootz.passes.base import PassError, check_model
 from onnxwootz.passes.canonicalize import canonicalize
 from onnxwootz.passes.export import export_options

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from benchmarks.tasks.glyphs import CLASSES, DEFAULT_SIZE, FONTS, make_pruning_dataset, render_glyphs
+from onnxwootz.core.errors import BadSpecError
 from onnxwootz.data import load_dataset
-from onnxwootz.errors import BadSpecError
 from onnxwootz.preprocess import Preprocess
 
 NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import onnxwootz.journal as journal
-from onnxwootz.errors import BadSpecError, RunDirBusyError
+from onnxwootz.core.errors import BadSpecError, RunDirBusyError
 from onnxwootz.journal import RunDir, read_events
 
 IDENTITY = {"model": "0123456789abcdef", "data": "digits", "spec": {"candidates": 4, "seed": 0}}

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.core.errors import BadDataError, BadSpecError
 from onnxwootz.metrics import (agreement, build_metric, check_labels, custom_metric, default_metric_name, fidelity,
                                map_iou, parse_metric_name, top1)
 from onnxwootz.spec import load_spec

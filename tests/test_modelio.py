@@ -19,8 +19,9 @@ from models import builders
 from models.export import EXPORTERS, cached_export, export_legacy
 from models.zoo import ZOO_NAMES, load_zoo
 from onnxwootz.analysis import analyze
-from onnxwootz.errors import BadModelError
-from onnxwootz.modelio import dummy_feed, input_shapes, load_model, save_model
+from onnxwootz.core.errors import BadModelError
+from onnxwootz.core.modelio import load_model, save_model
+from onnxwootz.core.onnx_helpers import dummy_feed, input_shapes
 from onnxwootz.passes.canonicalize import canonicalize
 from onnxwootz.runtime.sessions import cpu_session
 

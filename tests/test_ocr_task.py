@@ -14,7 +14,7 @@ from PIL import Image
 
 from benchmarks.tasks import ocr as task
 from models import ocr
-from onnxwootz.errors import BadModelError, BadSpecError
+from onnxwootz.core.errors import BadModelError, BadSpecError
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.core.errors import BadDataError, BadSpecError
 from onnxwootz.preprocess import PREPROCESS_KEY, Preprocess, get_metadata, resolve_preprocess
 
 

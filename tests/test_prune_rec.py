@@ -13,7 +13,8 @@ import onnx
 import onnxwootz
 from benchmarks.tasks.ocr import PREPROCESS, render_rec
 from models.ocr import ocr_model
-from onnxwootz.modelio import dummy_feed, input_shapes, load_model
+from onnxwootz.core.modelio import load_model
+from onnxwootz.core.onnx_helpers import dummy_feed, input_shapes
 from onnxwootz.runtime.sessions import cpu_session
 
 

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxwootz
-from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.core.errors import BadDataError, BadSpecError
 from onnxwootz.data import load_dataset
 from onnxwootz.metrics import agreement, fidelity, map_iou
 from onnxwootz.preprocess import Preprocess, get_metadata

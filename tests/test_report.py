@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from onnxwootz.cli import app
-from onnxwootz.errors import BadSpecError
+from onnxwootz.core.errors import BadSpecError
 from onnxwootz.reporting import pareto_front, report
 
 TEACHER_ACC = 0.9972

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from onnxwootz.core.errors import BadDataError, BadSpecError
 from onnxwootz.data import load_dataset
-from onnxwootz.errors import BadDataError, BadSpecError
 from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.preprocess import Preprocess
 from onnxwootz.pruning import prune_prepared

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxwootz.errors import BadSpecError
+from onnxwootz.core.errors import BadSpecError
 from onnxwootz.spec import CHOICES, Spec, load_spec
 
 

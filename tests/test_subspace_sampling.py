@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from onnxwootz.configs import load_configs
-from onnxwootz.errors import BadSpecError
+from onnxwootz.core.errors import BadSpecError
 from onnxwootz.sampling import sample_configurations, sample_profile_configurations, subspace
 from onnxwootz.tuning_blocks import TuningBlock, identify_blocks
 

@@ -15,13 +15,13 @@ from models.builders import BUILDERS, build, example_input
 from models.export import EXPORTERS, cached_export
 from models.ocr import ocr_model
 from models.zoo import ZOO_NAMES, load_zoo
-from onnxwootz.errors import BadSpecError, DeviceError, UnsupportedOpError
-from onnxwootz.modelio import upgrade_opset
+from onnxwootz.core.errors import BadSpecError, DeviceError, UnsupportedOpError
+from onnxwootz.core.modelio import upgrade_opset
 from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.runtime import TorchGraph
 from onnxwootz.runtime.devices import autocast_context, native_bf16, prepare_module, resolve_device
-from onnxwootz.runtime.torch_graph import named_onnx_parameters
 from onnxwootz.runtime.sessions import cpu_session
+from onnxwootz.runtime.torch_graph import named_onnx_parameters
 
 RTOL, ATOL = 1e-4, 1e-5
 

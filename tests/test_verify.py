@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from onnxwootz import pruning
 from onnxwootz.cli import app
-from onnxwootz.errors import PruningError
+from onnxwootz.core.errors import PruningError
 from onnxwootz.passes import slicing
 from onnxwootz.passes.graph_index import replace_initializer
 from onnxwootz.pruning import apply

@@ -12,7 +12,7 @@ import torch
 
 from models.builders import DETECTORS, build, example_input, yolo_v8
 from models.export import EXPORTERS, cached_export
-from onnxwootz.modelio import load_model
+from onnxwootz.core.modelio import load_model
 from onnxwootz.pruning import apply
 from onnxwootz.runtime.sessions import cpu_session
 from onnxwootz.runtime.torch_graph import TorchGraph

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxwootz.errors import BadDataError, BadSpecError
+from onnxwootz.core.errors import BadDataError, BadSpecError
 
 TASK_SUMMARY = """\
 The paper's gains appear in one regime: many classes, few labelled images per class, and a teacher

@@ -42,8 +42,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from onnxwootz.core.errors import BadDataError, BadSpecError
 from onnxwootz.data import LABELS_FILE, SPLITS
-from onnxwootz.errors import BadDataError, BadSpecError
 from onnxwootz.preprocess import PRESETS
 
 CLS_CLASSES = ("0deg", "180deg")
@@ -507,7 +507,7 @@ def _timings(path: Path, input_shape: list[int], threads: int = 2, warmup: int =
     (CPU / threads is the wall time on idle cores)."""
     import torch
 
-    from onnxwootz.errors import UnsupportedOpError
+    from onnxwootz.core.errors import UnsupportedOpError
     from onnxwootz.prepared import prepare
     from onnxwootz.runtime.sessions import cpu_session
     from onnxwootz.runtime.torch_graph import TorchGraph
@@ -556,8 +556,8 @@ def check_cls(path: Path, n: int, seed: int = 0) -> dict[str, float]:
 
 
 def check_rec(path: Path, n: int, seed: int = 0) -> dict[str, object]:
+    from onnxwootz.core.modelio import load_model
     from onnxwootz.ctc import charset_of, ctc_greedy_decode
-    from onnxwootz.modelio import load_model
     from onnxwootz.runtime.sessions import cpu_session
 
     crops, texts = zip(*rec_samples(_split_rngs(seed, 1)["test"], n))

@@ -13,8 +13,8 @@ from typing import Any, Callable, Iterator
 import typer
 from rich.console import Console
 
-from onnxwootz.errors import InterruptedRunError, WootzError, first_line
-from onnxwootz.results import Result
+from onnxwootz.core.errors import InterruptedRunError, WootzError, first_line
+from onnxwootz.core.results import Result
 
 app = typer.Typer(
     help="Composability-based CNN pruning (Wootz, PLDI 2019) for ONNX models.",
@@ -44,7 +44,7 @@ class RichProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         if not self.enabled:
-            from onnxwootz.progress import NULL_PROGRESS
+            from onnxwootz.core.progress import NULL_PROGRESS
 
             with NULL_PROGRESS.task(description, total) as handle:
                 yield handle

@@ -32,7 +32,7 @@ def analyze(
 ) -> None:
     """Show a model's inputs, ops, params, MACs, heaviest layers, pruning units and kept channel groups."""
     from onnxwootz.analysis import analyze as run
-    from onnxwootz.modelio import parse_input_shape
+    from onnxwootz.core.onnx_helpers import parse_input_shape
 
     def render(result) -> None:
         console.print(f"[bold]{result.model}[/]  opset {result.opset}  params {_fmt(result.params)}  "
@@ -80,8 +80,8 @@ def apply(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Structural L1 filter pruning for one configuration, without training."""
+    from onnxwootz.core.onnx_helpers import parse_input_shape
     from onnxwootz.pruning import apply as run
-    from onnxwootz.modelio import parse_input_shape
 
     def render(result) -> None:
         table = Table(title=f"{result.model} -> {result.output}")

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from onnxwootz.cli import JSON_OPTION, RichProgress, app, console, execute
-from onnxwootz.errors import BadSpecError
-from onnxwootz.results import Result
+from onnxwootz.core.errors import BadSpecError
+from onnxwootz.core.results import Result
 
 if TYPE_CHECKING:
     from onnxwootz.runtime.bench import BenchResult
@@ -40,7 +40,7 @@ def bench(
     """Time models with pinned threads; runs alternate between the models so drift hits all alike."""
 
     def call() -> Result:
-        from onnxwootz.modelio import parse_input_shape
+        from onnxwootz.core.onnx_helpers import parse_input_shape
         from onnxwootz.runtime.bench import bench as run_bench
 
         return run_bench(models, provider=provider, batches=parse_batches(batch), threads=threads,

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from onnxwootz.cli import JSON_OPTION, app, console, execute
-from onnxwootz.results import Result
+from onnxwootz.core.results import Result
 
 _SHOWN_NETWORKS = 20  # a 500-network subspace would bury the block table; --json has them all
 

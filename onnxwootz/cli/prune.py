@@ -69,9 +69,9 @@ def prune(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Find the smallest (or fastest) pruned model that meets an accuracy bound, with composability."""
-    from onnxwootz.errors import BadSpecError
+    from onnxwootz.core.errors import BadSpecError
+    from onnxwootz.core.onnx_helpers import parse_input_shape
     from onnxwootz.executors import LocalExecutor, RayExecutor
-    from onnxwootz.modelio import parse_input_shape
     from onnxwootz.pipeline import prune as run
 
     def chosen_executor():

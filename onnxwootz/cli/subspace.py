@@ -26,7 +26,7 @@ def subspace(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Sample N configurations: sizes spread, or around the per-unit sensitivity profile."""
-    from onnxwootz.errors import BadSpecError
+    from onnxwootz.core.errors import BadSpecError
     from onnxwootz.sampling import subspace as run
 
     def parsed() -> list[float]:
