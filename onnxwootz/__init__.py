@@ -21,10 +21,16 @@ _API = {
     "report": "onnxwootz.reporting",
 }
 
-__all__ = sorted(_API)
+_ERRORS = ("WootzError", "BadModelError", "UnsupportedOpError", "BadDataError", "BadSpecError", "DeviceError",
+           "GateError", "InterruptedRunError", "RunDirBusyError", "PruningError")
+"""The error hierarchy (onnxwootz.core.errors), for pipelines that catch what a call raises."""
+
+__all__ = sorted([*_API, *_ERRORS])
 
 
 def __getattr__(name: str) -> Any:
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
+    if name in _ERRORS:
+        return getattr(importlib.import_module("onnxwootz.core.errors"), name)
     raise AttributeError(f"module 'onnxwootz' has no attribute '{name}'")

@@ -96,3 +96,13 @@ def test_example_pipeline_gates(tmp_path: Path, speedup: float, code: int) -> No
         assert (deploy / "model.onnx").exists() and json.loads(result.stdout)["speedup"] > 0
     else:
         assert "gate failed" in result.stderr and not (deploy / "model.onnx").exists()
+
+
+def test_the_error_hierarchy_is_part_of_the_api(tmp_path: Path) -> None:
+    """Pipelines catch what a call raises from `onnxwootz` itself, not from an internal module."""
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(onnxwootz.BadModelError) as raised:
+        onnxwootz.analyze(str(broken))
+    assert isinstance(raised.value, onnxwootz.WootzError)
+    assert set(onnxwootz.__all__) >= {"WootzError", "BadSpecError", "PruningError", "prune"}
