@@ -71,7 +71,7 @@ def plan_slices(model: onnx.ModelProto, plan: list[dict] | dict[str, list[dict]]
         return _schema1_slices(model, plan)
     if not isinstance(plan, list):
         raise BadSpecError("PLAN.json 'slices' must be a list of entries (schema 2) or an object (schema 1)")
-    initializers = {init.name for init in model.graph.initializer}
+    initializers = {init.name: list(init.dims) for init in model.graph.initializer}
     copies = _copies(model)
     renamed = node_origins(model)
     by_index = {index: name for name, index in renamed.items()}
@@ -98,37 +98,40 @@ def plan_slices(model: onnx.ModelProto, plan: list[dict] | dict[str, list[dict]]
                 raise BadSpecError(f"PLAN.json cuts tensor '{tensor}' for consumer {ref!r}, which does not read it")
             targets = [target]
         for target in targets:
-            slices.setdefault(target, []).append(_cut(entry))
+            slices.setdefault(target, []).append(_cut(entry, initializers[target]))
     return slices
 
 
-def _cut(entry: Any) -> dict:
+def _cut(entry: Any, dims: list[int]) -> dict:
+    """{axis, keep} of a plan entry, checked against the dims of the tensor it cuts."""
     axis, keep = (entry.get("axis"), entry.get("keep")) if isinstance(entry, dict) else (None, None)
     if not isinstance(axis, int) or isinstance(axis, bool) or not isinstance(keep, list) \
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in keep):
         raise BadSpecError(f"PLAN.json cut {entry!r} needs an integer axis and a list of kept indices")
+    if not 0 <= axis < len(dims) or any(not 0 <= i < dims[axis] for i in keep):
+        raise BadSpecError(f"PLAN.json cut {{axis {axis}, keep ...}} does not fit a tensor of shape {dims}")
     return {"axis": axis, "keep": keep}
 
 
 def _schema1_slices(model: onnx.ModelProto, plan: dict[str, list[dict]]) -> Slices:
     """Schema 1: a key is a weight, a shared tensor (all its copies), or `<tensor>@<consumer>`
-    (one copy); a key that is a real tensor and also splits into a shared tensor and one of its
-    consumers is ambiguous."""
-    initializers = {init.name for init in model.graph.initializer}
+    (one copy); a key that reads more than one of these ways is ambiguous."""
+    initializers = {init.name: list(init.dims) for init in model.graph.initializer}
     copies = _copies(model)
     privates = set(shared_origins(model))
     slices: Slices = {}
     for key, cuts in plan.items():
-        direct = [key] if key in initializers and key not in privates else list(copies.get(key, {}).values())
-        split = [copies[key[:at]][key[at + 1:]] for at in range(len(key)) if key[at] == "@"
-                 and key[at + 1:] in copies.get(key[:at], {})]
-        if direct and split:
-            raise BadSpecError(f"PLAN.json (schema 1) key '{key}' is ambiguous: it names a tensor and also a "
-                               f"tensor before '@' as one node reads it; write the plan again (schema 2)")
-        if not direct and not split:
+        readings = [[key]] if key in initializers and key not in privates else []
+        readings += [list(copies[key].values())] if key in copies else []
+        readings += [[copies[key[:at]][key[at + 1:]]] for at in range(len(key)) if key[at] == "@"
+                     and key[at + 1:] in copies.get(key[:at], {})]
+        if len(readings) > 1:
+            raise BadSpecError(f"PLAN.json (schema 1) key '{key}' is ambiguous: it reads as a tensor and as "
+                               f"a tensor one node reads ('<tensor>@<node>'); write the plan again (schema 2)")
+        if not readings:
             raise BadSpecError(f"PLAN.json (schema 1) names tensor '{key}', which the model does not have")
         if not isinstance(cuts, list):
             raise BadSpecError(f"PLAN.json (schema 1) entry of '{key}' must be a list of {{axis, keep}}")
-        for target in direct or split:
-            slices[target] = [_cut(cut) for cut in cuts]
+        for target in readings[0]:
+            slices[target] = [_cut(cut, initializers[target]) for cut in cuts]
     return slices
