@@ -1,9 +1,9 @@
 """Canonicalization: bring any exporter's graph to the one form the analysis expects.
 
 Rules, each a small pass:
-- NameNodes: every node gets a unique name (reports refer to nodes by name); a node that had
-  no name or a name it shared gets one, and its index in the input graph is recorded in metadata
-  `onnxwootz.node_origins` so that a plan can name it as it is in the input.
+- NameNodes: every node gets a unique name (reports refer to nodes by name); for a node that
+  had no name or a name it shared, its first output in the input is recorded in metadata
+  `onnxwootz.node_origins`, so that a plan can name it as the input knows it.
 - RemoveInitializerInputs: initializers listed as graph inputs (IR < 4) are weights, not inputs.
 - ConstantsToInitializers: Constant nodes holding tensors become initializers (PaddleOCR-style
   graphs keep all weights in Constant nodes).
@@ -43,7 +43,7 @@ class NameNodes(Pass):
         counts: Counter[str] = Counter()
         given = Counter(node.name for node in model.graph.node)
         origins = node_origins(model)
-        for index, node in enumerate(model.graph.node):
+        for node in model.graph.node:
             original = node.name
             if not node.name or node.name in seen:
                 base = node.name or f"{node.op_type}"
@@ -53,8 +53,9 @@ class NameNodes(Pass):
                     name = f"{base}_{counts[base]}"
                 node.name = name
                 changed = True
-            if node.name != original or given[original] > 1:
-                origins[node.name] = index
+            output = next((name for name in node.output if name), None)
+            if (node.name != original or given[original] > 1) and output is not None:
+                origins[node.name] = output
             seen.add(node.name)
         if origins:
             _set_metadata(model, NODE_KEY, origins)
@@ -239,8 +240,8 @@ def shared_origins(model: onnx.ModelProto) -> dict[str, str]:
     return _metadata(model, SHARED_KEY)
 
 
-def node_origins(model: onnx.ModelProto) -> dict[str, int]:
-    """Canonical node name -> the node's index in the input graph, for every node whose input
+def node_origins(model: onnx.ModelProto) -> dict[str, str]:
+    """Canonical node name -> the node's first output in the input, for every node whose input
     name was empty or not unique (the others keep their input names)."""
     return _metadata(model, NODE_KEY)
 

@@ -2,10 +2,11 @@
 read back onto a canonical model of that input.
 
 Schema 2 (written): a list of entries `{"tensor": t, "axis": a, "keep": [i, ...]}`, plus
-`"consumer": {"name": n}` or `{"index": i}` when the cut applies only to what that node reads
+`"consumer": {"name": n}` or `{"output": o}` when the cut applies only to what that node reads
 (a tensor several nodes read, cut differently for each). `t` is a tensor name of the input
-model; `n` a node name that is unique in the input; `i` the node's position in the input
-graph's node list (for nodes without a name or with a shared one). No separator is parsed.
+model; `n` a node name that is unique in the input; `o` the first output of the node in the
+input (for nodes without a name or with a shared one: outputs are unique, and survive the
+opset upgrade on load and node reordering, which indices do not). No separator is parsed.
 
 Schema 1 (read only): `{"<tensor>": [{"axis": a, "keep": [...]}, ...]}`, where a tensor cut per
 consumer is keyed `<tensor>@<canonical node name>`; a key that reads both ways is refused."""
@@ -34,8 +35,8 @@ def _copies(model: onnx.ModelProto) -> dict[str, dict[str, str]]:
     return copies
 
 
-def _node_ref(origins: dict[str, int], name: str) -> dict[str, Any]:
-    return {"index": origins[name]} if name in origins else {"name": name}
+def _node_ref(origins: dict[str, str], name: str) -> dict[str, str]:
+    return {"output": origins[name]} if name in origins else {"name": name}
 
 
 def plan_entries(model: onnx.ModelProto, slices: Slices) -> list[dict]:
@@ -74,7 +75,7 @@ def plan_slices(model: onnx.ModelProto, plan: list[dict] | dict[str, list[dict]]
     initializers = {init.name: list(init.dims) for init in model.graph.initializer}
     copies = _copies(model)
     renamed = node_origins(model)
-    by_index = {index: name for name, index in renamed.items()}
+    by_output = {output: name for name, output in renamed.items()}
     readers = {name: {node.name for node in nodes} for name, nodes in GraphIndex(model).consumers.items()}
     slices: Slices = {}
     for entry in plan:
@@ -87,12 +88,12 @@ def plan_slices(model: onnx.ModelProto, plan: list[dict] | dict[str, list[dict]]
                 raise BadSpecError(f"PLAN.json cuts tensor '{tensor}', which the model does not have as a weight")
             targets = list(copies[tensor].values()) if tensor in copies else [tensor]
         else:
-            if isinstance(ref, dict) and set(ref) == {"index"} and isinstance(ref["index"], int):
-                node = by_index.get(ref["index"])
+            if isinstance(ref, dict) and set(ref) == {"output"} and isinstance(ref["output"], str):
+                node = by_output.get(ref["output"])
             elif isinstance(ref, dict) and set(ref) == {"name"} and isinstance(ref["name"], str):
                 node = None if ref["name"] in renamed else ref["name"]
             else:
-                raise BadSpecError(f"PLAN.json consumer {ref!r} is not {{\"name\": node}} or {{\"index\": i}}")
+                raise BadSpecError(f"PLAN.json consumer {ref!r} is not {{\"name\": node}} or {{\"output\": tensor}}")
             target = copies.get(tensor, {}).get(node) or (tensor if node in readers.get(tensor, ()) else None)
             if target is None or target not in initializers:
                 raise BadSpecError(f"PLAN.json cuts tensor '{tensor}' for consumer {ref!r}, which does not read it")

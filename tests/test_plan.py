@@ -99,7 +99,8 @@ def mask_input(model: onnx.ModelProto, plan: list[dict], ignore_consumers: bool 
     for e in plan:
         if "consumer" in e and not ignore_consumers:
             ref = e["consumer"]
-            index = ref["index"] if "index" in ref else next(i for i, n in enumerate(graph.node) if n.name == ref["name"])
+            index = next(i for i, n in enumerate(graph.node)
+                         if ("name" in ref and n.name == ref["name"]) or ref.get("output") in n.output)
             own.setdefault((e["tensor"], index), []).append(e)
     for count, ((name, index), entries) in enumerate(own.items()):
         private = f"masked_{count}"
@@ -140,8 +141,8 @@ def test_shared_batchnorm_tensor_is_cut_per_consumer(tmp_path: Path) -> None:
     for entry in plan["slices"]:
         by_tensor.setdefault(entry["tensor"], []).append(entry)
     assert sorted(by_tensor) == ["ones", "w1", "w2", "w3", "zeros"]
-    for name in ("ones", "zeros"):  # the BatchNorms are unnamed: their indices in the input graph
-        assert [e["consumer"] for e in by_tensor[name]] == [{"index": 1}, {"index": 4}]
+    for name in ("ones", "zeros"):  # the BatchNorms are unnamed: named by their outputs
+        assert [e["consumer"] for e in by_tensor[name]] == [{"output": "an"}, {"output": "bn"}]
         assert len(by_tensor[name][0]["keep"]) == 6 and len(by_tensor[name][1]["keep"]) == 4
     feed = dummy_feed(model, {"x": [2, 3, 8, 8]}, seed=3)
     actual = _outputs(written, feed)
