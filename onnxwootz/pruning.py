@@ -19,7 +19,8 @@ from onnxwootz.core.results import Result
 from onnxwootz.counting import count
 from onnxwootz.passes.base import PassManager
 from onnxwootz.passes.export import export_options
-from onnxwootz.passes.canonicalize import SHARED_KEY
+from onnxwootz.passes.canonicalize import strip_metadata
+from onnxwootz.passes.plan import PLAN_SCHEMA, plan_slices
 from onnxwootz.passes.prune import FilterPrune, group_keep_counts, select_removed
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
 from onnxwootz.verify import verify_pruned
@@ -41,7 +42,7 @@ class PrunedModel:
 
     model: onnx.ModelProto
     config: dict[str, float]
-    slices: dict[str, list[dict]]
+    slices: list[dict]  # PLAN.json's entries (passes/plan.py)
     canonical_slices: dict[str, list[dict]]
     units: list[UnitChannels]
     params: int
@@ -72,7 +73,8 @@ class ApplyResult(Result):
 
 def resolve_config(prepared: PreparedModel, granularity: str, source: ConfigSource) -> dict[str, float]:
     """A uniform rate, a {unit: rate} mapping, a list of rates in unit order, or a JSON file
-    holding either of the latter two."""
+    holding either of the latter two or a PLAN.json written for this model (its config; its
+    slices must name what this model has)."""
     names = [unit.name for unit in prepared.units(granularity).units]
     if isinstance(source, (str, os.PathLike)) and not isinstance(source, float):
         path = Path(source)
@@ -88,6 +90,8 @@ def resolve_config(prepared: PreparedModel, granularity: str, source: ConfigSour
         if not 0.0 <= float(source) < 1.0:
             raise BadSpecError(f"--rate must be in [0, 1), got {source}")
         return {name: float(source) for name in names}
+    if isinstance(source, dict) and "slices" in source:
+        source = _plan_config(prepared, source)
     if isinstance(source, dict):
         return {str(k): v for k, v in source.items()}
     if isinstance(source, (list, tuple)):
@@ -96,6 +100,17 @@ def resolve_config(prepared: PreparedModel, granularity: str, source: ConfigSour
                                f"({granularity} granularity)")
         return dict(zip(names, source))
     raise BadSpecError("a configuration is a rate, a {unit: rate} object or a list of rates in unit order")
+
+
+def _plan_config(prepared: PreparedModel, plan: dict) -> dict[str, float]:
+    """The configuration of a PLAN.json (schema 1 or 2), once its slices are known to read
+    unambiguously onto this model."""
+    schema = plan.get("schema", 1)
+    if schema not in (1, PLAN_SCHEMA) or not isinstance(plan.get("config"), dict) \
+            or isinstance(plan["slices"], dict) != (schema == 1):
+        raise BadSpecError(f"PLAN.json needs a 'config' object and schema 1 or {PLAN_SCHEMA}, got schema {schema!r}")
+    plan_slices(prepared.model, plan["slices"])
+    return plan["config"]
 
 
 def prune_prepared(prepared: PreparedModel, config: dict[str, float], granularity: str = "module",
@@ -108,9 +123,7 @@ def prune_prepared(prepared: PreparedModel, config: dict[str, float], granularit
     model.CopyFrom(prepared.model)
     step = FilterPrune(prepared.analysis, removed, prepared.shapes)
     model = PassManager([step]).call(model).model
-    for prop in list(model.metadata_props):
-        if prop.key == SHARED_KEY:
-            model.metadata_props.remove(prop)
+    strip_metadata(model)
     outcome = step.outcome
     units = []
     for unit in plan.units:
@@ -155,7 +168,7 @@ def apply(model: ModelSource, rate: float | None = None, config: ConfigSource | 
     if output is not None:
         save_model(final, output)
     if plan is not None:
-        write_json(plan, {"config": pruned.config, "slices": pruned.slices})
+        write_json(plan, {"schema": PLAN_SCHEMA, "config": pruned.config, "slices": pruned.slices})
     return ApplyResult(
         model=model_label(model), output=str(output) if output is not None else None,
         plan=str(plan) if plan is not None else None, granularity=granularity, config=pruned.config,

@@ -1,7 +1,9 @@
 """Canonicalization: bring any exporter's graph to the one form the analysis expects.
 
 Rules, each a small pass:
-- NameNodes: every node gets a unique name (plans and reports refer to nodes by name).
+- NameNodes: every node gets a unique name (reports refer to nodes by name); for a node that
+  had no name or a name it shared, its first output in the input is recorded in metadata
+  `onnxwootz.node_origins`, so that a plan can name it as the input knows it.
 - RemoveInitializerInputs: initializers listed as graph inputs (IR < 4) are weights, not inputs.
 - ConstantsToInitializers: Constant nodes holding tensors become initializers (PaddleOCR-style
   graphs keep all weights in Constant nodes).
@@ -11,8 +13,8 @@ Rules, each a small pass:
   an initializer under a second name (the legacy torch exporter's weight sharing) becomes a
   private copy under the Identity's output name, so every consumer names its own weight.
 - UnshareInitializers: an initializer read by several nodes is copied per consumer as
-  `<name>@<node name>` (recorded in metadata `onnxwootz.shared_initializers`), so that slicing
-  it for one consumer never changes another.
+  `<name>@<node name>` (made unique when a real tensor has that name; recorded in metadata
+  `onnxwootz.shared_initializers`), so that slicing it for one consumer never changes another.
 BatchNormalization is kept as it is (not folded)."""
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from onnxwootz.passes.base import Pass, PassManager, PassResult
 from onnxwootz.passes.graph_index import GraphIndex
 
 SHARED_KEY = "onnxwootz.shared_initializers"
+NODE_KEY = "onnxwootz.node_origins"
 _FOLD_LIMIT = 16_000_000  # elements: do not materialize huge folded tensors
 _NON_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                  "Bernoulli", "Constant"}
@@ -38,16 +41,24 @@ class NameNodes(Pass):
         seen: set[str] = set()
         changed = False
         counts: Counter[str] = Counter()
+        given = Counter(node.name for node in model.graph.node)
+        origins = node_origins(model)
         for node in model.graph.node:
+            original = node.name
             if not node.name or node.name in seen:
                 base = node.name or f"{node.op_type}"
                 name = base
-                while name in seen:
+                while name in seen or (name != original and given[name]):
                     counts[base] += 1
                     name = f"{base}_{counts[base]}"
                 node.name = name
                 changed = True
+            output = next((name for name in node.output if name), None)
+            if (node.name != original or given[original] > 1) and output is not None:
+                origins[node.name] = output
             seen.add(node.name)
+        if origins:
+            _set_metadata(model, NODE_KEY, origins)
         return PassResult(model, changed)
 
 
@@ -202,12 +213,37 @@ class EliminateIdentity(Pass):
         return PassResult(model, changed)
 
 
-def shared_origins(model: onnx.ModelProto) -> dict[str, str]:
-    """Private copy name -> the initializer name in the input model."""
+def _metadata(model: onnx.ModelProto, key: str) -> dict:
     for prop in model.metadata_props:
-        if prop.key == SHARED_KEY:
+        if prop.key == key:
             return json.loads(prop.value)
     return {}
+
+
+def _set_metadata(model: onnx.ModelProto, key: str, value: dict) -> None:
+    for prop in list(model.metadata_props):
+        if prop.key == key:
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=key, value=json.dumps(value))
+
+
+def strip_metadata(model: onnx.ModelProto) -> None:
+    """Drop what canonicalization recorded about the input model (a pruned model is no
+    canonical model of its input)."""
+    for prop in list(model.metadata_props):
+        if prop.key in (SHARED_KEY, NODE_KEY):
+            model.metadata_props.remove(prop)
+
+
+def shared_origins(model: onnx.ModelProto) -> dict[str, str]:
+    """Private copy name -> the initializer name in the input model."""
+    return _metadata(model, SHARED_KEY)
+
+
+def node_origins(model: onnx.ModelProto) -> dict[str, str]:
+    """Canonical node name -> the node's first output in the input, for every node whose input
+    name was empty or not unique (the others keep their input names)."""
+    return _metadata(model, NODE_KEY)
 
 
 class UnshareInitializers(Pass):
@@ -216,6 +252,7 @@ class UnshareInitializers(Pass):
         origins = shared_origins(model)
         outputs = {value.name for value in model.graph.output}
         changed = False
+        taken = set(index.initializers) | set(index.producer) | set(index.graph_inputs)
         for name, init in list(index.initializers.items()):
             consumers = index.consumers.get(name, [])
             if len({id(node) for node in consumers}) < 2 or name in outputs:
@@ -225,7 +262,12 @@ class UnshareInitializers(Pass):
                 if id(node) in seen:
                     continue
                 seen.add(id(node))
-                private = f"{name}@{node.name}"
+                private = base = f"{name}@{node.name}"
+                suffix = 0
+                while private in taken:  # a real tensor of that name (paddle2onnx writes `x@0`)
+                    suffix += 1
+                    private = f"{base}#{suffix}"
+                taken.add(private)
                 copy = onnx.TensorProto()
                 copy.CopyFrom(init)
                 copy.name = private
@@ -237,10 +279,7 @@ class UnshareInitializers(Pass):
             model.graph.initializer.remove(init)
             changed = True
         if changed:
-            for prop in list(model.metadata_props):
-                if prop.key == SHARED_KEY:
-                    model.metadata_props.remove(prop)
-            model.metadata_props.add(key=SHARED_KEY, value=json.dumps(origins))
+            _set_metadata(model, SHARED_KEY, origins)
         return PassResult(model, changed)
 
 

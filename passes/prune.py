@@ -1,6 +1,6 @@
 """The filter-pruning pass: a configuration (unit -> rate) becomes, per channel group, the
 channels with the smallest summed L1 norm removed; every affected tensor is sliced and the
-slices are recorded as a plan (PLAN.json) keyed by the names in the input model."""
+slices are recorded as a plan (PLAN.json) in the names of the input model (passes/plan.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import onnx
 
 from onnxwootz.core.errors import BadSpecError
 from onnxwootz.passes.base import Pass, PassResult
-from onnxwootz.passes.canonicalize import shared_origins
 from onnxwootz.passes.channel_groups import ChannelAnalysis
+from onnxwootz.passes.plan import plan_entries
 from onnxwootz.passes.slicing import Slicer
 from onnxwootz.passes.units import UnitPlan
 
@@ -73,30 +73,9 @@ def select_removed(analysis: ChannelAnalysis, keep: dict[int, int]) -> np.ndarra
     return removed
 
 
-def _plan_names(model: onnx.ModelProto, slices: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """Key slices by input-model names; private copies of a shared tensor that were all sliced
-    the same way collapse back to the shared name."""
-    origins = shared_origins(model)
-    copies: dict[str, list[str]] = {}
-    for private, origin in origins.items():
-        copies.setdefault(origin, []).append(private)
-    plan: dict[str, list[dict]] = {}
-    for name, entries in slices.items():
-        origin = origins.get(name)
-        if origin is None:
-            plan[name] = entries
-            continue
-        siblings = copies[origin]
-        if all(slices.get(s) == entries for s in siblings):
-            plan[origin] = entries
-        else:
-            plan[name] = entries
-    return plan
-
-
 @dataclasses.dataclass
 class PruneOutcome:
-    slices: dict[str, list[dict]]  # keyed by input-model names (PLAN.json)
+    slices: list[dict]  # PLAN.json's schema-2 entries, in input-model names
     canonical_slices: dict[str, list[dict]]  # keyed by the canonical model's initializer names
     group_channels: dict[int, tuple[int, int]]  # group id -> (kept, total)
 
@@ -121,5 +100,5 @@ class FilterPrune(Pass):
             channels[group.id] = (kept, total)
         if slices:
             del model.graph.value_info[:]
-        self.outcome = PruneOutcome(_plan_names(model, slices), slices, channels)
+        self.outcome = PruneOutcome(plan_entries(model, slices), slices, channels)
         return PassResult(model, bool(slices))

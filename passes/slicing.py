@@ -33,17 +33,23 @@ class Slicer:
         return None if mask is None or mask.all() else mask
 
     def cut(self, name: str, axis: int, mask: Mask | None) -> None:
-        """Keep `mask` along `axis` of initializer `name`."""
+        """Keep `mask` along `axis` of initializer `name`; a node reading one tensor in two slots
+        (a BatchNorm whose scale and variance are one deduplicated tensor) cuts it once."""
         if mask is None or not name:
+            return
+        keep = np.nonzero(mask)[0].tolist()
+        done = [entry["keep"] for entry in self.slices.get(name, []) if entry["axis"] == axis]
+        if done:
+            if done[0] != keep:
+                raise ValueError(f"'{name}' is cut two ways on axis {axis}")
             return
         array = self.index.array(name)
         if array is None:
             raise ValueError(f"cannot slice computed tensor '{name}'")
         if array.shape[axis] != len(mask):
             raise ValueError(f"'{name}' has {array.shape[axis]} entries on axis {axis}, mask has {len(mask)}")
-        keep = np.nonzero(mask)[0]
         replace_initializer(self.model, name, np.take(array, keep, axis=axis))
-        self.slices.setdefault(name, []).append({"axis": axis, "keep": keep.tolist()})
+        self.slices.setdefault(name, []).append({"axis": axis, "keep": keep})
 
     def rewrite(self, name: str, array: np.ndarray) -> None:
         replace_initializer(self.model, name, array)

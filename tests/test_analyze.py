@@ -23,6 +23,7 @@ from onnxwootz.cli import app
 from onnxwootz.core.modelio import load_model
 from onnxwootz.core.onnx_helpers import dummy_feed, input_shapes
 from onnxwootz.passes.mask import ZeroRemoved
+from onnxwootz.passes.plan import plan_slices
 from onnxwootz.prepared import prepare
 from onnxwootz.pruning import apply
 from onnxwootz.runtime.sessions import cpu_session
@@ -120,9 +121,9 @@ def test_unknown_op_is_a_reported_barrier_and_apply_prunes_around_it(granularity
     assert by_name["wa"] == [8, 3, 3, 3]  # the barrier's input channels all stay
     assert by_name["wb"][1] == 8
     slices = json.loads(plan_path.read_text())["slices"]
-    assert "wa" not in slices
+    assert "wa" not in {entry["tensor"] for entry in slices}
     canonical = prepare(source).model
-    ZeroRemoved(slices)(canonical)
+    ZeroRemoved(plan_slices(canonical, slices))(canonical)
     feed = dummy_feed(written, {"x": [2, 3, 8, 8]})
     expected = cpu_session(canonical).run(None, feed)[0]
     actual = cpu_session(written).run(None, feed)[0]

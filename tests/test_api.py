@@ -45,7 +45,7 @@ def test_apply_json_is_the_api_result(tmp_path: Path) -> None:
     got = _cli_json("apply", str(TEACHER), "--rate", "0.5", "-o", str(args["output"]), "--plan", str(args["plan"]))
     assert got == expected
     plan = json.loads(args["plan"].read_text())
-    assert set(plan) == {"config", "slices"} and plan["config"] == expected["config"]
+    assert set(plan) == {"schema", "config", "slices"} and plan["config"] == expected["config"]
 
 
 def test_subspace_and_blocks_json_are_the_api_results(tmp_path: Path) -> None:

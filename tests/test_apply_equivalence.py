@@ -9,6 +9,7 @@ Also: PLAN.json's format and names, and `--round-to`."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,8 @@ from models.zoo import ZOO_NAMES, load_zoo
 from onnxwootz.cli import app
 from onnxwootz.core.modelio import load_model
 from onnxwootz.core.onnx_helpers import dummy_feed
-from onnxwootz.passes.canonicalize import shared_origins
 from onnxwootz.passes.mask import ZeroRemoved
+from onnxwootz.passes.plan import plan_slices
 from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.pruning import PrunedModel, apply, prune_prepared, resolve_config
 from onnxwootz.runtime.sessions import cpu_session
@@ -106,32 +107,51 @@ def random_config(prepared: PreparedModel, granularity: str, seed: int) -> dict[
     return {unit.name: float(rng.choice(RATES)) for unit in prepared.units(granularity).units}
 
 
-def check_plan(plan: dict[str, list[dict]], canonical: onnx.ModelProto) -> None:
-    """Keys name tensors of the input model: canonical initializers or the origins of private
-    copies; entries are {axis, keep} with sorted, distinct, in-range indices."""
+def check_plan(plan: list[dict], source: onnx.ModelProto, canonical: onnx.ModelProto) -> None:
+    """Schema-2 entries {tensor, [consumer], axis, keep}: every tensor is a tensor of the input
+    model and every consumer a node of it (a unique name, or an output) that reads that tensor;
+    per target at most one cut per axis, with sorted, distinct, in-range indices."""
+    tensors = {init.name for init in source.graph.initializer} | {v.name for v in source.graph.input} | {
+        name for node in source.graph.node for name in [*node.input, *node.output]}
+    names = Counter(node.name for node in source.graph.node)
+    for entry in plan:
+        assert set(entry) - {"consumer"} == {"tensor", "axis", "keep"}, entry
+        assert entry["tensor"] in tensors, f"plan names '{entry['tensor']}', no tensor of the input model"
+        if "consumer" in entry:
+            ref = entry["consumer"]
+            if "name" in ref:
+                assert set(ref) == {"name"} and names[ref["name"]] == 1, ref
+                node = next(node for node in source.graph.node if node.name == ref["name"])
+            else:
+                assert set(ref) == {"output"}, ref
+                node = next(node for node in source.graph.node if ref["output"] in node.output)
+                assert names[node.name] != 1 or not node.name, f"{ref}: a node with a unique name is named"
+            assert entry["tensor"] in node.input, f"{ref} does not read '{entry['tensor']}' in the input"
     dims = {init.name: list(init.dims) for init in canonical.graph.initializer}
-    origins = shared_origins(canonical)
-    for private, origin in origins.items():
-        dims.setdefault(origin, dims[private])
-    for key, entries in plan.items():
-        assert key in dims, f"plan key '{key}' is no tensor of the input model"
-        assert entries and {len(entry) for entry in entries} == {2}
+    for name, entries in plan_slices(canonical, plan).items():
         axes = [entry["axis"] for entry in entries]
         assert len(set(axes)) == len(axes)
         for entry in entries:
             axis, keep = entry["axis"], entry["keep"]
-            assert isinstance(axis, int) and 0 <= axis < len(dims[key])
+            assert isinstance(axis, int) and 0 <= axis < len(dims[name])
             assert all(isinstance(i, int) for i in keep) and keep == sorted(set(keep))
-            assert keep and 0 <= keep[0] and keep[-1] < dims[key][axis] and len(keep) < dims[key][axis]
+            assert keep and 0 <= keep[0] and keep[-1] < dims[name][axis] and len(keep) < dims[name][axis]
 
 
-def check_equivalent(prepared: PreparedModel, pruned: PrunedModel, feed: dict[str, np.ndarray]) -> None:
-    """Invariants 1 and 3 for one pruned model (the masked model has the original's graph, so
-    its outputs also give the names and shapes to keep)."""
-    onnx.checker.check_model(pruned.model, full_check=True)
+def masked_by_plan(canonical: onnx.ModelProto, plan: list[dict] | dict[str, list[dict]]) -> onnx.ModelProto:
+    """A copy of the canonical model with every slice the plan removes zeroed."""
     masked = onnx.ModelProto()
-    masked.CopyFrom(prepared.model)
-    ZeroRemoved(pruned.slices)(masked)
+    masked.CopyFrom(canonical)
+    ZeroRemoved(plan_slices(canonical, plan))(masked)
+    return masked
+
+
+def check_equivalent(prepared: PreparedModel, pruned: PrunedModel, feed: dict[str, np.ndarray],
+                     source: onnx.ModelProto) -> None:
+    """Invariants 1 and 3 for one pruned model (the masked model has the original's graph, so
+    its outputs also give the names and shapes to keep); the plan in `source`'s names."""
+    onnx.checker.check_model(pruned.model, full_check=True)
+    masked = masked_by_plan(prepared.model, pruned.slices)
     expected = _run(masked, feed, prepared.model)
     actual = _run(pruned.model, feed, prepared.model)
     assert [v.name for v in pruned.model.graph.output] == [v.name for v in prepared.model.graph.output]
@@ -139,14 +159,14 @@ def check_equivalent(prepared: PreparedModel, pruned: PrunedModel, feed: dict[st
     assert_close(actual, expected, prepared.model)
     lost = any(unit.kept < unit.channels for unit in pruned.units)
     assert (pruned.params < prepared.params) == lost == bool(pruned.slices)
-    check_plan(pruned.slices, prepared.model)
+    check_plan(pruned.slices, source, prepared.model)
 
 
 def check_rate_zero(prepared: PreparedModel, feed: dict[str, np.ndarray]) -> None:
     """Invariant 2: nothing sliced, sizes unchanged, the same outputs."""
     for granularity in ("module", "group"):
         pruned = prune_prepared(prepared, resolve_config(prepared, granularity, 0.0), granularity)
-        assert pruned.slices == {}
+        assert pruned.slices == []
         assert (pruned.params, pruned.macs) == (prepared.params, prepared.macs)
         assert all(unit.kept == unit.channels for unit in pruned.units)
         sizes = {init.name: list(init.dims) for init in prepared.model.graph.initializer}
@@ -161,7 +181,8 @@ def check_rate_zero(prepared: PreparedModel, feed: dict[str, np.ndarray]) -> Non
 
 @pytest.mark.parametrize("kind", CASES)
 def test_invariants(kind: str) -> None:
-    prepared = prepare(_source(kind))
+    source = _source(kind)
+    prepared = prepare(source)
     feed = _feed(prepared, kind)
     huge = kind[4:] in HUGE
     if not huge:
@@ -176,7 +197,7 @@ def test_invariants(kind: str) -> None:
         for config in configs:
             pruned = prune_prepared(prepared, config, granularity)
             assert pruned.config == config
-            check_equivalent(prepared, pruned, feed)
+            check_equivalent(prepared, pruned, feed, source)
 
 
 def _saved(name: str, exporter: str, folder: Path) -> Path:
@@ -199,15 +220,13 @@ def test_written_model_and_plan(name: str, exporter: str, granularity: str, tmp_
                    plan=tmp_path / "PLAN.json")
     assert result.params_after < result.params_before and result.macs_after < result.macs_before
     plan = json.loads((tmp_path / "PLAN.json").read_text())
-    assert set(plan) == {"config", "slices"} and plan["config"] == config
+    assert set(plan) == {"schema", "config", "slices"} and plan["schema"] == 2 and plan["config"] == config
     written = load_model(tmp_path / "out.onnx")
     onnx.checker.check_model(written, full_check=True)
-    prepared = prepare(source)  # the canonical input model, as the plan names it
-    check_plan(plan["slices"], prepared.model)
+    prepared = prepare(source)  # the canonical input model, onto which the plan reads
+    check_plan(plan["slices"], load_model(source), prepared.model)
     feed = _feed(prepared, "export:")
-    masked = onnx.ModelProto()
-    masked.CopyFrom(prepared.model)
-    ZeroRemoved(plan["slices"])(masked)
+    masked = masked_by_plan(prepared.model, plan["slices"])
     expected = _run(masked, feed, prepared.model)
     actual = _run(written, feed, prepared.model)
     assert [v.name for v in written.graph.output] == [v.name for v in prepared.model.graph.output]
@@ -226,15 +245,16 @@ def test_cli_apply_writes_model_and_plan(tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert summary["params_after"] < summary["params_before"]
     written = json.loads(plan.read_text())
-    assert set(written) == {"config", "slices"} and set(written["config"].values()) == {0.5}
-    check_plan(written["slices"], prepare(source).model)
+    assert set(written) == {"schema", "config", "slices"} and set(written["config"].values()) == {0.5}
+    check_plan(written["slices"], load_model(source), prepare(source).model)
     onnx.checker.check_model(load_model(out), full_check=True)
 
 
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "inception_net"])
 def test_round_to_8(name: str) -> None:
     """Every pruned filter count (a Conv's output channels) is a multiple of 8 or unchanged."""
-    prepared = prepare(cached_export(name, "legacy"))
+    source = cached_export(name, "legacy")
+    prepared = prepare(source)
     feed = _feed(prepared, "export:")
     before = _conv_filters(prepared.model)
     for granularity in ("module", "group"):
@@ -246,7 +266,7 @@ def test_round_to_8(name: str) -> None:
                 assert filters == before[node] or filters % 8 == 0, (node, filters, before[node])
             for unit in pruned.units:
                 assert unit.kept == unit.channels or unit.kept % 8 == 0, unit
-            check_equivalent(prepared, pruned, feed)
+            check_equivalent(prepared, pruned, feed, source)
 
 
 def _conv_filters(model: onnx.ModelProto) -> dict[str, int]:
@@ -259,18 +279,13 @@ def test_oracle_catches_a_wrong_slice() -> None:
     prepared = prepare(cached_export("resnet18", "legacy"))
     pruned = prune_prepared(prepared, resolve_config(prepared, "group", 0.5), "group")
     weights = {node.input[1] for node in prepared.model.graph.node if node.op_type == "Conv"}
-    key = next(name for name, entries in pruned.slices.items()
-               if name in weights and any(entry["axis"] == 0 for entry in entries))
-    filters = next(init.dims[0] for init in prepared.model.graph.initializer if init.name == key)
-    wrong = {name: [dict(entry) for entry in entries] for name, entries in pruned.slices.items()}
-    for entry in wrong[key]:
-        if entry["axis"] == 0:
-            removed = sorted(set(range(filters)) - set(entry["keep"]))
-            entry["keep"] = sorted(removed + entry["keep"][len(removed):])  # same count, other filters
-            assert entry["keep"] != next(e for e in pruned.slices[key] if e["axis"] == 0)["keep"]
-    masked = onnx.ModelProto()
-    masked.CopyFrom(prepared.model)
-    ZeroRemoved(wrong)(masked)
+    wrong = [dict(entry) for entry in pruned.slices]
+    entry = next(e for e in wrong if e["tensor"] in weights and e["axis"] == 0 and "consumer" not in e)
+    filters = next(init.dims[0] for init in prepared.model.graph.initializer if init.name == entry["tensor"])
+    removed = sorted(set(range(filters)) - set(entry["keep"]))
+    entry["keep"] = sorted(removed + entry["keep"][len(removed):])  # same count, other filters
+    assert wrong != pruned.slices
+    masked = masked_by_plan(prepared.model, wrong)
     feed = _feed(prepared, "export:")
     expected = _run(masked, feed, prepared.model)
     actual = _run(pruned.model, feed, prepared.model)
@@ -296,10 +311,8 @@ def test_paddleocr_models(kind: str, granularity: str, tmp_path: Path) -> None:
     onnx.checker.check_model(written, full_check=True)
     prepared = prepare(source, shape)
     slices = json.loads((tmp_path / "PLAN.json").read_text())["slices"]
-    check_plan(slices, prepared.model)
-    masked = onnx.ModelProto()
-    masked.CopyFrom(prepared.model)
-    ZeroRemoved(slices)(masked)
+    check_plan(slices, load_model(source), prepared.model)
+    masked = masked_by_plan(prepared.model, slices)
     for size in (shape, other):
         feed = dummy_feed(prepared.model, {"x": size}, seed=7)
         actual, expected = _run(written, feed, prepared.model), _run(masked, feed, prepared.model)
@@ -370,7 +383,7 @@ def test_reshape_keeping_channels_is_sliced(kind: str) -> None:
     assert prepared.analysis.groups[prepared.analysis.group_of_tensor("a")[0]].prunable
     pruned = prune_prepared(prepared, resolve_config(prepared, "group", 0.5), "group")
     assert pruned.units[0].kept == 4
-    check_equivalent(prepared, pruned, dummy_feed(prepared.model, {"x": [1, 3, 8, 8]}, seed=7))
+    check_equivalent(prepared, pruned, dummy_feed(prepared.model, {"x": [1, 3, 8, 8]}, seed=7), model)
 
 
 def test_reshape_with_computed_channel_entry_is_a_barrier() -> None:

@@ -71,7 +71,7 @@ def apply(
     plan: Optional[Path] = typer.Option(None, "--plan", help="Where to write PLAN.json (config and every slice)."),
     rate: Optional[float] = typer.Option(None, "--rate", help="Prune every unit at this rate, in [0, 1)."),
     config: Optional[Path] = typer.Option(None, "--config",
-                                          help="JSON: {unit: rate} or a list of rates in unit order."),
+                                          help="JSON: {unit: rate}, a list of rates in unit order, or a PLAN.json."),
     granularity: str = GRANULARITY,
     round_to: int = typer.Option(1, "--round-to", help="Round kept channel counts to a multiple of N (8, 16, 32)."),
     input_shape: Optional[str] = INPUT_SHAPE,
