@@ -285,8 +285,7 @@ class Explorer:
         if self.teacher_taps is None:
             boundaries = [name for unit in self.units for name in (unit.entry, unit.exit)]
             self.teacher_taps = TeacherTaps(self.prepared.model, boundaries, self.x_inputs, self.device)
-        fits = pretrain_blocks(self.teacher_taps, students, self.spec.pretrain_steps, self.spec.batch,
-                               self.spec.pretrain_lr, self.spec.pretrain_weight_decay, seed, self.device, self.progress)
+        fits = pretrain_blocks(self.teacher_taps, students, self.spec.pretrain_config(), self.device, self.progress)
         seconds = (time.perf_counter() - started) / len(students)
         for student, b in zip(students, todo):
             trained = {init.name: onnx.numpy_helper.to_array(init) for init in student.view.to_onnx().graph.initializer
@@ -330,10 +329,8 @@ class Explorer:
         started = time.perf_counter()
         pruned, used = self._assemble(index, rates)
         view = prepare_module(TorchGraph(pruned.model, self.prepared.feed_shapes), self.device)
-        outcome = finetune_with(view, self.x_pool, self.loss, self.score, self.bound,
-                                self.spec.finetune_steps, self.spec.batch, self.spec.finetune_lr,
-                                self.spec.finetune_weight_decay, self.spec.eval_every, self.spec.seed * 104729 + index,
-                                self.progress, f"candidate {index} ({self.mode})", patience=self.spec.finetune_patience)
+        outcome = finetune_with(view, self.x_pool, self.loss, self.score, self.bound, self.spec.finetune_config(index),
+                                self.progress, f"candidate {index} ({self.mode})")
         latency = self.rundir.find("latency", candidate=index)
         event = {"event": "trial", "mode": self.mode, "candidate": index, "rates": rates, "params": pruned.params,
                  "macs": pruned.macs, "latency_ms": latency["p50_ms"] if latency else None,
