@@ -17,44 +17,50 @@ import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 from onnxwootz.errors import BadSpecError
+from onnxwootz.events import TrialEvent
 
 if TYPE_CHECKING:
     from onnxwootz.pipeline import Explorer
 
 
 class Executor(Protocol):
-    def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
-        """Run candidates in `order`; return the answer's trial event (or None)."""
+    def explore(self, explorer: "Explorer", order: list[int]) -> TrialEvent | None:
+        """Run candidates in `order`; return the answer's trial (or None)."""
         ...
 
 
-def _finished(explorer: "Explorer", index: int) -> dict[str, Any] | None:
-    event = explorer.rundir.find("trial", mode=explorer.mode, candidate=index)
-    if event is not None and event["met"] and not explorer.answer_path.exists():
+def _finished(explorer: "Explorer", index: int) -> TrialEvent | None:
+    context = explorer.context
+    event = context.rundir.find("trial", mode=context.mode, candidate=index)
+    if event is None:
+        return None
+    trial = TrialEvent.from_event(event)
+    if trial.met and not context.answer_path.exists():
         return None  # met, but the answer file was lost: run it again to rebuild the model
-    return event
+    return trial
 
 
 def _save_answer(explorer: "Explorer", answer) -> None:
     from onnxwootz.modelio import save_model
 
-    save_model(answer, explorer.answer_path)
+    save_model(answer, explorer.context.answer_path)
 
 
 class LocalExecutor:
-    def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
-        with explorer.progress.task(f"exploring candidates ({explorer.mode})", total=len(order)) as task:
+    def explore(self, explorer: "Explorer", order: list[int]) -> TrialEvent | None:
+        context = explorer.context
+        with context.progress.task(f"exploring candidates ({context.mode})", total=len(order)) as task:
             for index in order:
-                event = _finished(explorer, index)
-                if event is None:
+                trial = _finished(explorer, index)
+                if trial is None:
                     explorer.ensure_blocks(index)
-                    event, answer = explorer.trial(index, explorer.configs[index])
+                    trial, answer = explorer.candidates.trial(index)
                     if answer is not None:
                         _save_answer(explorer, answer)
-                    explorer.rundir.record(event)
-                task.advance(1, accuracy=event["accuracy"])
-                if event["met"]:
-                    return event
+                    context.rundir.record(trial.to_event())
+                task.advance(1, accuracy=trial.accuracy)
+                if trial.met:
+                    return trial
         return None
 
 
@@ -72,9 +78,11 @@ _WORKER_STATE: dict[str, "Explorer"] = {}
 
 
 def _run_trial(payload: _Payload, index: int) -> tuple[dict[str, Any], bytes | None]:
-    """A Ray task: one candidate's trial in a worker (state cached per worker process)."""
+    """A Ray task: one candidate's trial in a worker (state cached per worker process); the
+    trial travels back in its journal form (TrialEvent.to_event), the answer as ONNX bytes."""
     from pathlib import Path
 
+    from onnxwootz.context import open_run
     from onnxwootz.pipeline import Explorer
     from onnxwootz.progress import NULL_PROGRESS
     from onnxwootz.spec import Spec
@@ -82,12 +90,11 @@ def _run_trial(payload: _Payload, index: int) -> tuple[dict[str, Any], bytes | N
     key = json.dumps(dataclasses.asdict(payload), sort_keys=True)
     explorer = _WORKER_STATE.get(key)
     if explorer is None:
-        explorer = Explorer(Path(payload.model), payload.data, Spec(**payload.spec), payload.run_dir, False,
-                            NULL_PROGRESS, worker=True)
-        explorer.setup()
+        explorer = Explorer(open_run(Path(payload.model), payload.data, Spec(**payload.spec), payload.run_dir, False,
+                                     NULL_PROGRESS, worker=True))
         _WORKER_STATE[key] = explorer
-    event, answer = explorer.trial(index, explorer.configs[index])
-    return event, answer.SerializeToString() if answer is not None else None
+    trial, answer = explorer.candidates.trial(index)
+    return trial.to_event(), answer.SerializeToString() if answer is not None else None
 
 
 class RayExecutor:
@@ -112,31 +119,32 @@ class RayExecutor:
                 ray.init(num_cpus=max(1, os.cpu_count() or 1), **options)
         return ray
 
-    def explore(self, explorer: "Explorer", order: list[int]) -> dict[str, Any] | None:
+    def explore(self, explorer: "Explorer", order: list[int]) -> TrialEvent | None:
         import onnx
 
-        if explorer.metric.labels == "any":
+        context = explorer.context
+        if context.metric.labels == "any":
             raise BadSpecError("a metric given as a Python callable cannot travel to Ray workers: use a named "
                                "metric (--metric) or the local executor")
         ray = self._connect()
         limit = self.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1) // self.num_cpus))
         task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries,
                           retry_exceptions=False)(_run_trial)
-        payload = _Payload(str(explorer.model_path.resolve()), explorer.data_path,
-                           explorer.spec.to_dict(), str(explorer.rundir.path.resolve()))
-        results: dict[int, dict[str, Any]] = {}
+        payload = _Payload(str(context.model_path.resolve()), context.data_path,
+                           context.spec.to_dict(), str(context.rundir.path.resolve()))
+        results: dict[int, TrialEvent] = {}
         answers: dict[int, bytes] = {}
         pending: dict[Any, int] = {}
         position, best = 0, None
-        with explorer.progress.task(f"exploring candidates ({explorer.mode}, ray)", total=len(order)) as bar:
+        with context.progress.task(f"exploring candidates ({context.mode}, ray)", total=len(order)) as bar:
             while True:
                 while len(pending) < limit and position < len(order) and (best is None or position < best):
                     index = order[position]
-                    event = _finished(explorer, index)
-                    if event is not None:
-                        results[position] = event
-                        bar.advance(1, accuracy=event["accuracy"])
-                        if event["met"]:
+                    trial = _finished(explorer, index)
+                    if trial is not None:
+                        results[position] = trial
+                        bar.advance(1, accuracy=trial.accuracy)
+                        if trial.met:
                             best = position if best is None else min(best, position)
                     else:
                         explorer.ensure_blocks(index)
@@ -149,10 +157,11 @@ class RayExecutor:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 slot = pending.pop(done[0])
                 event, answer = ray.get(done[0])
-                explorer.rundir.record(event)
-                results[slot] = event
-                bar.advance(1, accuracy=event["accuracy"])
-                if event["met"]:
+                context.rundir.record(event)
+                trial = TrialEvent.from_event(event)
+                results[slot] = trial
+                bar.advance(1, accuracy=trial.accuracy)
+                if trial.met:
                     answers[slot] = answer
                     best = slot if best is None else min(best, slot)
                     for ref, other in list(pending.items()):
