@@ -9,7 +9,11 @@ Candidates are held to the run's metric (onnxwootz.metrics: top-1 accuracy, agre
 teacher, output fidelity, map IoU, text accuracy) on the validation split, which makes every
 decision; the held-out test split only reports the answer's and the teacher's figures.
 With `baseline=True` every candidate starts from L1-pruned teacher weights (the paper's
-"default"), so the method's gain is measured on the same candidates, seeds and budget."""
+"default"), so the method's gain is measured on the same candidates, seeds and budget.
+Parts: the run's fixed state is a RunContext (onnxwootz.context), blocks are pre-trained by a
+BlockTrainer (onnxwootz.blocks_training), candidates are run by a CandidateEvaluator
+(onnxwootz.candidates), the journal's events are typed (onnxwootz.events); this module samples
+and orders the candidates, hands them to an executor and writes the summary."""
 
 from __future__ import annotations
 
