@@ -31,7 +31,7 @@ from onnxwootz.preprocess import Preprocess
 from onnxwootz.pruning import prune_prepared
 from onnxwootz.runtime.devices import native_bf16
 from onnxwootz.runtime.torch_graph import TorchGraph
-from onnxwootz.runtime.training import TAP_CACHE_BYTES, Student, TeacherTaps, pretrain_blocks, tensors
+from onnxwootz.runtime.training import TAP_CACHE_BYTES, PretrainConfig, Student, TeacherTaps, pretrain_blocks, tensors
 
 TEACHER = Path("models/digits_resnet.onnx")
 RATES = (0.3, 0.5, 0.7)
@@ -60,12 +60,15 @@ def _taps(prepared: PreparedModel, x: torch.Tensor, held: bool, autocast: bool) 
     return TeacherTaps(prepared.model, names, x, CPU, autocast=autocast, budget=TAP_CACHE_BYTES if held else 0)
 
 
+def _config(steps: int, autocast: bool) -> PretrainConfig:
+    return PretrainConfig(steps, BATCH, LR, WEIGHT_DECAY, SEED, autocast)
+
+
 def multiplexed(prepared: PreparedModel, x: torch.Tensor, steps: int, autocast: bool,
                 held: bool = False) -> tuple[float, dict[str, float]]:
     group = students(prepared)
     started = time.perf_counter()
-    fits = pretrain_blocks(_taps(prepared, x, held, autocast), group, steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU,
-                           autocast=autocast)
+    fits = pretrain_blocks(_taps(prepared, x, held, autocast), group, _config(steps, autocast), CPU)
     return time.perf_counter() - started, {key: fit.loss for key, fit in fits.items()}
 
 
@@ -75,7 +78,7 @@ def sequential(prepared: PreparedModel, x: torch.Tensor, steps: int, autocast: b
     taps = _taps(prepared, x, False, autocast)
     losses: dict[str, float] = {}
     for student in group:
-        fits = pretrain_blocks(taps, [student], steps, BATCH, LR, WEIGHT_DECAY, SEED, CPU, autocast=autocast)
+        fits = pretrain_blocks(taps, [student], _config(steps, autocast), CPU)
         losses.update({key: fit.loss for key, fit in fits.items()})
     return time.perf_counter() - started, losses
 

@@ -19,67 +19,62 @@ from typing import Any, Callable, Protocol
 
 import onnx
 
+from onnxwootz.candidates import CandidateEvaluator
+from onnxwootz.context import RunContext, open_run
 from onnxwootz.core.errors import BadSpecError
-from onnxwootz.core.progress import NULL_PROGRESS, Progress
-from onnxwootz.journal import RunDir
-from onnxwootz.metrics import Metric
+from onnxwootz.core.progress import NULL_PROGRESS
+from onnxwootz.events import TrialEvent
 from onnxwootz.spec import Spec
 
 
-class Explorable(Protocol):
+class Explorer(Protocol):
     """What an executor uses of onnxwootz.pipeline.Explorer. The pipeline imports the executors,
-    so they see it only through this interface (and a worker rebuilds one with its class)."""
+    so they see it only through this interface (and a Ray worker rebuilds one with its class)."""
 
-    mode: str
-    configs: list[list[float]]
-    answer_path: Path
-    model_path: Path
-    data_path: str | None
-    spec: Spec
-    metric: Metric
-    rundir: RunDir
-    progress: Progress
-
-    def setup(self) -> None: ...
+    context: RunContext
+    candidates: CandidateEvaluator
 
     def ensure_blocks(self, index: int) -> None: ...
 
-    def trial(self, index: int, rates: list[float]) -> tuple[dict[str, Any], onnx.ModelProto | None]: ...
-
 
 class Executor(Protocol):
-    def explore(self, explorer: Explorable, order: list[int]) -> dict[str, Any] | None:
-        """Run candidates in `order`; return the answer's trial event (or None)."""
+    def explore(self, explorer: "Explorer", order: list[int]) -> TrialEvent | None:
+        """Run candidates in `order`; return the answer's trial (or None)."""
         ...
 
 
-def _finished(explorer: Explorable, index: int) -> dict[str, Any] | None:
-    event = explorer.rundir.find("trial", mode=explorer.mode, candidate=index)
-    if event is not None and event["met"] and not explorer.answer_path.exists():
+def _finished(explorer: "Explorer", index: int) -> TrialEvent | None:
+    context = explorer.context
+    event = context.rundir.find("trial", mode=context.mode, candidate=index)
+    if event is None:
+        return None
+    trial = TrialEvent.from_event(event)
+    if trial.met and not context.answer_path.exists():
         return None  # met, but the answer file was lost: run it again to rebuild the model
-    return event
+    return trial
 
 
-def _save_answer(explorer: Explorable, answer: onnx.ModelProto) -> None:
+def _save_answer(explorer: "Explorer", answer: onnx.ModelProto) -> None:
     from onnxwootz.core.modelio import save_model
 
-    save_model(answer, explorer.answer_path)
+    save_model(answer, explorer.context.answer_path)
 
 
 class LocalExecutor:
-    def explore(self, explorer: Explorable, order: list[int]) -> dict[str, Any] | None:
-        with explorer.progress.task(f"exploring candidates ({explorer.mode})", total=len(order)) as task:
+    def explore(self, explorer: "Explorer", order: list[int]) -> TrialEvent | None:
+        context = explorer.context
+        with context.progress.task(f"exploring candidates ({context.mode})", total=len(order)) as task:
             for index in order:
-                event = _finished(explorer, index)
-                if event is None:
+                trial = _finished(explorer, index)
+                if trial is None:
                     explorer.ensure_blocks(index)
-                    event, answer = explorer.trial(index, explorer.configs[index])
+                    trial, answer = explorer.candidates.trial(index)
                     if answer is not None:
                         _save_answer(explorer, answer)
-                    explorer.rundir.record(event)
-                task.advance(1, accuracy=event["accuracy"])
-                if event["met"]:
-                    return event
+                    context.rundir.record(trial.to_event())
+                task.advance(1, accuracy=trial.accuracy)
+                if trial.met:
+                    return trial
         return None
 
 
@@ -93,21 +88,22 @@ class _Payload:
     run_dir: str
 
 
-_WORKER_STATE: dict[str, Explorable] = {}
+_WORKER_STATE: dict[str, "Explorer"] = {}
 
 
-def _run_trial(build: Callable[..., Explorable], payload: _Payload, index: int) -> tuple[dict[str, Any], bytes | None]:
-    """A Ray task: one candidate's trial in a worker (state cached per worker process). `build` is
-    the driver's explorer class (Ray sends it by reference: the worker imports its module)."""
+def _run_trial(build: Callable[[RunContext], "Explorer"], payload: _Payload,
+               index: int) -> tuple[dict[str, Any], bytes | None]:
+    """A Ray task: one candidate's trial in a worker (state cached per worker process). `build`
+    is the driver's explorer class (Ray sends it by reference: the worker imports its module);
+    the trial travels back in its journal form (TrialEvent.to_event), the answer as ONNX bytes."""
     key = json.dumps(dataclasses.asdict(payload), sort_keys=True)
     explorer = _WORKER_STATE.get(key)
     if explorer is None:
-        explorer = build(Path(payload.model), payload.data, Spec(**payload.spec), payload.run_dir, False,
-                         NULL_PROGRESS, worker=True)
-        explorer.setup()
+        explorer = build(open_run(Path(payload.model), payload.data, Spec(**payload.spec), payload.run_dir, False,
+                                  NULL_PROGRESS, worker=True))
         _WORKER_STATE[key] = explorer
-    event, answer = explorer.trial(index, explorer.configs[index])
-    return event, answer.SerializeToString() if answer is not None else None
+    trial, answer = explorer.candidates.trial(index)
+    return trial.to_event(), answer.SerializeToString() if answer is not None else None
 
 
 class RayExecutor:
@@ -132,29 +128,30 @@ class RayExecutor:
                 ray.init(num_cpus=max(1, os.cpu_count() or 1), **options)
         return ray
 
-    def explore(self, explorer: Explorable, order: list[int]) -> dict[str, Any] | None:
-        if explorer.metric.labels == "any":
+    def explore(self, explorer: "Explorer", order: list[int]) -> TrialEvent | None:
+        context = explorer.context
+        if context.metric.labels == "any":
             raise BadSpecError("a metric given as a Python callable cannot travel to Ray workers: use a named "
                                "metric (--metric) or the local executor")
         ray = self._connect()
         limit = self.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1) // self.num_cpus))
         task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries,
                           retry_exceptions=False)(_run_trial)
-        payload = _Payload(str(explorer.model_path.resolve()), explorer.data_path,
-                           explorer.spec.to_dict(), str(explorer.rundir.path.resolve()))
-        results: dict[int, dict[str, Any]] = {}
+        payload = _Payload(str(context.model_path.resolve()), context.data_path,
+                           context.spec.to_dict(), str(context.rundir.path.resolve()))
+        results: dict[int, TrialEvent] = {}
         answers: dict[int, bytes] = {}
         pending: dict[Any, int] = {}
         position, best = 0, None
-        with explorer.progress.task(f"exploring candidates ({explorer.mode}, ray)", total=len(order)) as bar:
+        with context.progress.task(f"exploring candidates ({context.mode}, ray)", total=len(order)) as bar:
             while True:
                 while len(pending) < limit and position < len(order) and (best is None or position < best):
                     index = order[position]
-                    event = _finished(explorer, index)
-                    if event is not None:
-                        results[position] = event
-                        bar.advance(1, accuracy=event["accuracy"])
-                        if event["met"]:
+                    trial = _finished(explorer, index)
+                    if trial is not None:
+                        results[position] = trial
+                        bar.advance(1, accuracy=trial.accuracy)
+                        if trial.met:
                             best = position if best is None else min(best, position)
                     else:
                         explorer.ensure_blocks(index)
@@ -167,10 +164,11 @@ class RayExecutor:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 slot = pending.pop(done[0])
                 event, answer = ray.get(done[0])
-                explorer.rundir.record(event)
-                results[slot] = event
-                bar.advance(1, accuracy=event["accuracy"])
-                if event["met"]:
+                context.rundir.record(event)
+                trial = TrialEvent.from_event(event)
+                results[slot] = trial
+                bar.advance(1, accuracy=trial.accuracy)
+                if trial.met:
                     answers[slot] = answer
                     best = slot if best is None else min(best, slot)
                     for ref, other in list(pending.items()):

@@ -17,9 +17,10 @@ from typing import Any, Sequence
 
 from onnxwootz.core.atomic import write_bytes, write_text
 from onnxwootz.core.errors import BadSpecError
+from onnxwootz.events import TrialEvent
+from onnxwootz.journal import JOURNAL_FILE, RUN_FILE, latest, read_events
 from onnxwootz.core.progress import NULL_PROGRESS, Progress
 from onnxwootz.core.results import Result
-from onnxwootz.journal import JOURNAL_FILE, RUN_FILE, latest, read_events
 
 AXES = {"params": "parameters", "macs": "MACs", "latency_ms": "latency p50 (ms)"}
 BENCH_RUNS, BENCH_WARMUP = 30, 5
@@ -109,13 +110,13 @@ class _Run:
 
     path: Path
     summary: dict[str, Any]
-    trials: list[dict[str, Any]]
+    trials: list[TrialEvent]
     identity: dict[str, Any]
     cwd: Path | None
 
     @property
-    def answer(self) -> dict[str, Any] | None:
-        met = [t for t in self.trials if t["met"]]
+    def answer(self) -> TrialEvent | None:
+        met = [t for t in self.trials if t.met]
         return met[-1] if met and self.summary.get("model") else None
 
 
@@ -140,7 +141,7 @@ def load_run(path: str | os.PathLike[str]) -> _Run:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise BadSpecError(f"{path} is not an onnxwootz run directory (its summary.json is not a prune "
                            "summary)") from None
-    trials = [t for t in latest(read_events(journal_file), "trial") if t.get("mode") == mode]
+    trials = [TrialEvent.from_event(t) for t in latest(read_events(journal_file), "trial") if t.get("mode") == mode]
     try:
         recorded = json.loads((path / RUN_FILE).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
@@ -182,7 +183,7 @@ def report(run_dir: str | os.PathLike[str], compare: str | os.PathLike[str] | No
             run_dir=str(run.path), output=str(out), mode=run.summary["mode"], objective=run.summary["objective"],
             constraint=run.summary["constraint"], metric=run.summary.get("metric"),
             splits=run.summary.get("splits"), teacher_accuracy=run.summary["teacher_accuracy"],
-            bound=run.summary["bound"], answer=answer["candidate"] if answer else None, provider=provider,
+            bound=run.summary["bound"], answer=answer.candidate if answer else None, provider=provider,
             device=device, compare=str(other.path) if other else None, candidates=candidates, models=models,
             runs=runs, notes=notes, files=[])
         doc = _document(result, run, list(images))
@@ -229,19 +230,18 @@ def _same_teacher(run: _Run, other: _Run) -> bool:
 
 
 def _candidates(run: _Run) -> list[CandidatePoint]:
-    trials = sorted(run.trials, key=lambda t: (t["params"], t["candidate"]))
-    fronts = {axis: {trials[i]["candidate"] for i in pareto_front([(t[axis], t["accuracy"]) for t in trials])}
+    trials = sorted(run.trials, key=lambda t: (t.params, t.candidate))
+    fronts = {axis: {trials[i].candidate for i in pareto_front([(getattr(t, axis), t.accuracy) for t in trials])}
               for axis in _axes(trials)}
-    return [CandidatePoint(t["candidate"], t["params"], t["macs"], t.get("latency_ms"), t["accuracy_at_assembly"],
-                           t["accuracy"], t["met"], t["steps"], t.get("seconds", 0.0),
-                           [axis for axis, members in fronts.items() if t["candidate"] in members])
+    return [CandidatePoint(t.candidate, t.params, t.macs, t.latency_ms, t.accuracy_at_assembly, t.accuracy, t.met,
+                           t.steps, t.seconds, [axis for axis, members in fronts.items() if t.candidate in members])
             for t in trials]
 
 
-def _axes(trials: list[dict[str, Any]]) -> list[str]:
+def _axes(trials: Sequence[TrialEvent | CandidatePoint]) -> list[str]:
     """Size axes to plot: latency only when every trial measured it (the latency objective)."""
     axes = ["params", "macs"]
-    if trials and all(t.get("latency_ms") is not None for t in trials):
+    if trials and all(t.latency_ms is not None for t in trials):
         axes.append("latency_ms")
     return axes
 
@@ -302,7 +302,7 @@ def _models(run: _Run, bench: bool, provider: str, notes: list[str],
 
 def _run_row(run: _Run) -> RunRow:
     summary = run.summary
-    at_assembly = [t["accuracy_at_assembly"] for t in run.trials]
+    at_assembly = [t.accuracy_at_assembly for t in run.trials]
     return RunRow(summary["mode"], str(run.path), summary["candidates"], len(run.trials), summary["blocks_trained"],
                   summary["pretrain_seconds"], summary["wall_seconds"], summary.get("params"), summary.get("accuracy"),
                   statistics.median(at_assembly) if at_assembly else None)
@@ -314,11 +314,10 @@ def _plots(run: _Run, other: _Run | None, candidates: list[CandidatePoint]) -> d
     """PNG bytes by file name. Uses matplotlib's object API (no pyplot), so the caller's
     backend and global figure state are left alone."""
     images = {}
-    points = [dataclasses.asdict(c) for c in candidates]
-    for axis in _axes(points):
+    for axis in _axes(candidates):
         images[_plot_name(axis)] = _tradeoff_plot(run, candidates, axis)
     runs = [r for r in (run, other) if r is not None]
-    if any(t.get("curve") for r in runs for t in r.trials):
+    if any(t.curve for r in runs for t in r.trials):
         images["finetune_curves.png"] = _curves_plot(run, runs)
     return images
 
@@ -369,8 +368,8 @@ def _tradeoff_plot(run: _Run, candidates: list[CandidatePoint], axis: str) -> by
               alpha=0.5, linewidth=1.5, label="Pareto front", zorder=2)
     answer = run.answer
     if answer is not None:
-        axes.scatter([answer[axis]], [answer["accuracy"]], marker="*", s=260, color="#2ca02c", edgecolors="black",
-                     linewidths=0.6, label=f"answer (candidate {answer['candidate']})", zorder=4)
+        axes.scatter([getattr(answer, axis)], [answer.accuracy], marker="*", s=260, color="#2ca02c",
+                     edgecolors="black", linewidths=0.6, label=f"answer (candidate {answer.candidate})", zorder=4)
     teacher_x = {"params": summary["teacher_params"], "macs": summary["teacher_macs"]}.get(axis)
     if teacher_x is not None:
         axes.scatter([teacher_x], [summary["teacher_accuracy"]], marker="D", color="black", label="teacher", zorder=4)
@@ -402,7 +401,7 @@ def _curves_plot(run: _Run, runs: list[_Run]) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    order = list(dict.fromkeys(t["candidate"] for r in runs for t in r.trials))  # exploration order
+    order = list(dict.fromkeys(t.candidate for r in runs for t in r.trials))  # exploration order
     shown = order[:MAX_CURVE_PANELS]
     columns = min(4, len(shown))
     rows = -(-len(shown) // columns)
@@ -413,7 +412,7 @@ def _curves_plot(run: _Run, runs: list[_Run]) -> bytes:
             axes.set_visible(False)
             continue
         for r in runs:
-            for trial in (t for t in r.trials if t["candidate"] == shown[index]):
+            for trial in (t for t in r.trials if t.candidate == shown[index]):
                 _draw_curve(axes, trial, r.summary["mode"], tag=False)
         axes.axhline(bound, color=BOUND_COLOR, linestyle="--", linewidth=1)
         axes.set_title(f"candidate {shown[index]}", fontsize=9)
@@ -432,22 +431,22 @@ def _curves_plot(run: _Run, runs: list[_Run]) -> bytes:
     return _png(figure)
 
 
-def _draw_curve(axes, trial: dict[str, Any], mode: str, tag: bool) -> None:
+def _draw_curve(axes, trial: TrialEvent, mode: str, tag: bool) -> None:
     """A trial's accuracy curve; in a shared panel (`tag`) its end is tagged with the candidate."""
-    if not trial.get("curve"):
+    if not trial.curve:
         return
-    steps, accuracy = zip(*trial["curve"])
+    steps, accuracy = zip(*trial.curve)
     color = MODE_COLORS.get(mode, "#7f7f7f")
     first = tag and not any(line.get_label() == CURVE_LABELS.get(mode) for line in axes.get_lines())
     axes.plot(steps, accuracy, marker="o", markersize=3, color=color, alpha=0.8,
-              linewidth=2.2 if trial["met"] else 1.2, label=CURVE_LABELS.get(mode, mode) if first else None)
-    if trial["met"]:
+              linewidth=2.2 if trial.met else 1.2, label=CURVE_LABELS.get(mode, mode) if first else None)
+    if trial.met:
         size = 260 if mode == "method" else 110  # both stay visible where the two land together
         axes.scatter([steps[-1]], [accuracy[-1]], marker="*", s=size, color=color, edgecolors="black",
                      linewidths=0.6, zorder=4 if mode == "baseline" else 3)
     if tag:
-        axes.annotate(str(trial["candidate"]), (steps[-1], accuracy[-1]), textcoords="offset points",
-                      xytext=(10 if trial["met"] else 6, -3), fontsize=8, color=color)
+        axes.annotate(str(trial.candidate), (steps[-1], accuracy[-1]), textcoords="offset points",
+                      xytext=(10 if trial.met else 6, -3), fontsize=8, color=color)
 
 
 # -- the document -----------------------------------------------------------------------------------

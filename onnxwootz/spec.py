@@ -11,9 +11,12 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onnxwootz.core.errors import BadSpecError
+
+if TYPE_CHECKING:
+    from onnxwootz.runtime.training import FinetuneConfig, PretrainConfig
 
 OBJECTIVES = ("size", "macs", "latency")
 CHOICES = {
@@ -144,6 +147,21 @@ class Spec:
     @property
     def parsed_constraint(self) -> Constraint:
         return Constraint.parse(self.constraint)
+
+    def pretrain_config(self) -> "PretrainConfig":
+        """Block pre-training as the spec asks; one seed for the run, so that every pass draws
+        the same batches and a block's weights never depend on how passes group blocks."""
+        from onnxwootz.runtime.training import PretrainConfig
+
+        return PretrainConfig(self.pretrain_steps, self.batch, self.pretrain_lr, self.pretrain_weight_decay, self.seed)
+
+    def finetune_config(self, candidate: int) -> "FinetuneConfig":
+        """Fine-tuning of candidate `candidate` as the spec asks, with a seed of its own (the
+        same in any executor, in any order)."""
+        from onnxwootz.runtime.training import FinetuneConfig
+
+        return FinetuneConfig(self.finetune_steps, self.batch, self.finetune_lr, self.finetune_weight_decay,
+                              self.eval_every, self.seed * 104729 + candidate, self.finetune_patience)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -214,17 +214,29 @@ def _calibration_losses(taps: TeacherTaps, students: list[Student], keeps: dict[
     return {s.key: sums[s.key] / max(counts[s.key], 1) / variance[s.exit] for s in students}
 
 
-def pretrain_blocks(taps: TeacherTaps, students: list[Student], steps: int, batch: int, lr: float,
-                    weight_decay: float, seed: int, device: torch.device, progress: Progress = NULL_PROGRESS,
-                    autocast: bool = True) -> dict[str, BlockFit]:
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """How tuning blocks are pre-trained (a run's come from its Spec: `Spec.pretrain_config`)."""
+
+    steps: int
+    batch: int
+    lr: float
+    weight_decay: float
+    seed: int
+    autocast: bool = True
+
+
+def pretrain_blocks(taps: TeacherTaps, students: list[Student], config: PretrainConfig, device: torch.device,
+                    progress: Progress = NULL_PROGRESS) -> dict[str, BlockFit]:
     """Train all students together: per batch the teacher's tensors at every block boundary
     (one teacher pass, or none when `taps` holds them), then each student's MSE to its teacher
     counterpart, divided by that teacher tensor's variance. Adam, warmed-up then cosine-decayed
-    `lr`. The students share nothing but the batches, so each ends exactly as it would training
-    alone with the same seed. Each student's relative loss (0: perfect imitation, 1: no better
+    `config.lr`. The students share nothing but the batches, so each ends exactly as it would
+    training alone with the same seed. Each student's relative loss (0: perfect imitation, 1: no better
     than the target's mean) is measured on the calibration rows before and after; a student that
     training made worse gets its starting weights back, so pre-training never undoes a
     least-squares start."""
+    steps, batch, lr, autocast = config.steps, config.batch, config.lr, config.autocast
     names = sorted({s.entry for s in students} | {s.exit for s in students})
     variance = {s.exit: taps.variance(s.exit, batch) for s in students}
     keeps = {s.key: (torch.from_numpy(s.keep).to(device) if s.keep is not None else None) for s in students}
@@ -236,8 +248,8 @@ def pretrain_blocks(taps: TeacherTaps, students: list[Student], steps: int, batc
     starts = {s.key: {k: v.detach().clone() for k, v in s.view.state_dict().items()} for s in students}
     for student in students:
         student.view.train()
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
     with progress.task(f"pre-training {len(students)} block(s)", total=steps) as task:
         for step in range(steps):
             _cosine(optimizer, lr, step, steps, warmup=steps // WARMUP_FRACTION)
@@ -378,10 +390,23 @@ def predict_outputs(view: torch.nn.Module, x: torch.Tensor, batch: int | None = 
     return [torch.cat([chunk[i] for chunk in chunks]).numpy() for i in range(len(chunks[0]))] if chunks else []
 
 
-def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, bound: float, steps: int,
-                  batch: int, lr: float, weight_decay: float, eval_every: int, seed: int,
-                  progress: Progress = NULL_PROGRESS, description: str = "fine-tuning", autocast: bool = True,
-                  patience: int = 0) -> FineTuneOutcome:
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """How a candidate is fine-tuned (a run's come from its Spec: `Spec.finetune_config`;
+    `patience` 0: no early stop on a plateau)."""
+
+    steps: int
+    batch: int
+    lr: float
+    weight_decay: float
+    eval_every: int
+    seed: int
+    patience: int = 0
+    autocast: bool = True
+
+
+def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, bound: float, config: FinetuneConfig,
+                  progress: Progress = NULL_PROGRESS, description: str = "fine-tuning") -> FineTuneOutcome:
     """Score right after assembly (0 steps when that already meets `bound`); otherwise fine-tune
     (Adam) on `loss` over random batches of the pool `x`, scoring every `eval_every` steps and
     stopping as soon as the score reaches `bound`, or (with `patience` > 0) once that many
@@ -389,19 +414,20 @@ def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, b
     the bound gives back the rest of its budget; and so does one that the first evaluation finds
     no better than at assembly (fine-tuning is hurting it: block-assembled networks fine-tuned
     on a few labels lose accuracy from the first steps, and do not win it back)."""
+    steps, batch, eval_every, patience = config.steps, config.batch, config.eval_every, config.patience
     curve = [(0, score(view))]
     if curve[-1][1] >= bound or steps == 0:
         return FineTuneOutcome(curve, curve[-1][1] >= bound, 0)
     params = [p for _, p in named_onnx_parameters(view)]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
     device = x.device
     best, stale = curve[0][1], 0
     view.train()
     with progress.task(description, total=steps) as task:
         for step in range(1, steps + 1):
             index = torch.randint(0, len(x), (batch,), generator=generator).to(device)
-            with autocast_context(device, autocast):
+            with autocast_context(device, config.autocast):
                 outputs = _as_tuple(view(as_layout(x[index])))
             value = loss(tuple(output.float() for output in outputs), index)
             optimizer.zero_grad(set_to_none=True)
@@ -421,16 +447,14 @@ def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, b
 
 
 def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: torch.Tensor, y_val: torch.Tensor,
-             bound: float, steps: int, batch: int, lr: float, weight_decay: float, eval_every: int, seed: int,
-             progress: Progress = NULL_PROGRESS, description: str = "fine-tuning", autocast: bool = True,
-             patience: int = 0, teacher_logits: torch.Tensor | None = None) -> FineTuneOutcome:
+             bound: float, config: FinetuneConfig, progress: Progress = NULL_PROGRESS,
+             description: str = "fine-tuning", teacher_logits: torch.Tensor | None = None) -> FineTuneOutcome:
     """`finetune_with` for a classifier scored by top-1 accuracy on (x_val, y_val): cross-entropy
     on the labels `y`, or, given `teacher_logits` (one row per image of `x`, which then needs no
     labels), Hinton distillation from them."""
     loss = labels_loss(y) if teacher_logits is None else (
         lambda outputs, index: distillation_loss(outputs[0], teacher_logits[index]))
-    return finetune_with(view, x, loss, lambda v: evaluate(v, x_val, y_val), bound, steps, batch, lr, weight_decay,
-                         eval_every, seed, progress, description, autocast, patience)
+    return finetune_with(view, x, loss, lambda v: evaluate(v, x_val, y_val), bound, config, progress, description)
 
 
 def labels_loss(y: torch.Tensor) -> Loss:

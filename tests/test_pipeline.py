@@ -256,7 +256,7 @@ def test_an_answer_that_fails_its_check_is_never_written(tmp_path: Path, monkeyp
 def test_block_weights_scatter_back_into_teacher_shapes() -> None:
     """A trained scalar constant keeps its 0-d shape; a pruned conv's kept filters land at their
     positions, the rest keep the teacher's values."""
-    from onnxwootz.pipeline import _scatter
+    from onnxwootz.blocks_training import scatter as _scatter
 
     scalar = _scatter(np.array(2.0, np.float32), np.array(3.0, np.float32), [])
     assert scalar.shape == () and float(scalar) == 3.0

@@ -6,6 +6,7 @@ and a one-line error for a folder that is not a run."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import statistics
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 from onnxwootz.cli import app
 from onnxwootz.core.errors import BadSpecError
+from onnxwootz.events import BlockEvent, TrialEvent
 from onnxwootz.reporting import pareto_front, report
 
 TEACHER_ACC = 0.9972
@@ -63,16 +65,16 @@ def write_run(path: Path, mode: str, rows: list[tuple], teacher: Path | str, lat
     (path / "run.json").write_text(json.dumps(recorded if cwd is None else {**recorded, "cwd": str(cwd)}))
     events: list[dict[str, Any]] = [{"event": "teacher", "accuracy": TEACHER_ACC, "seconds": 0.2}]
     if mode == "method":
-        events += [{"event": "block", "file": f"blocks/{b}.safetensors", "block": b, "symbols": [f"{b}(.7)"],
-                    "loss": 0.1, "seconds": 2.0} for b in range(2)]
+        events += [BlockEvent(f"blocks/{b}.safetensors", b, [f"{b}(.7)"], loss=0.1, start_loss=0.2, kept_start=False,
+                              seconds=2.0).to_event() for b in range(2)]
     trials = []
     for candidate, params, macs, lat, at_assembly, accuracy, met, curve in rows:
-        trial = {"event": "trial", "mode": mode, "candidate": candidate, "rates": [0.7, 0.5], "params": params,
-                 "macs": macs, "latency_ms": lat if latency else None, "accuracy_at_assembly": at_assembly,
-                 "accuracy": accuracy, "met": met, "steps": curve[-1][0], "blocks": [0, 1] if mode == "method" else [],
-                 "curve": curve, "seconds": 1.5}
-        events.append(trial)
-        trials.append({k: v for k, v in trial.items() if k != "event"})
+        trial = TrialEvent(mode=mode, candidate=candidate, rates=[0.7, 0.5], params=params, macs=macs,
+                           latency_ms=lat if latency else None, accuracy_at_assembly=at_assembly, accuracy=accuracy,
+                           met=met, steps=curve[-1][0], seconds=1.5, blocks=[0, 1] if mode == "method" else [],
+                           curve=curve)
+        events.append(trial.to_event())
+        trials.append(dataclasses.asdict(trial))
     (path / "journal.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     (path / "configs.json").write_text(json.dumps([[0.7, 0.5]] * 6))
     answer = next((t for t in trials if t["met"]), None)
@@ -106,9 +108,9 @@ def runs(tmp_path: Path, teacher: Path) -> tuple[Path, Path]:
     return method, baseline
 
 
-def journal_trials(run: Path) -> list[dict[str, Any]]:
+def journal_trials(run: Path) -> list[TrialEvent]:
     events = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
-    return [e for e in events if e["event"] == "trial"]
+    return [TrialEvent.from_event(e) for e in events if e["event"] == "trial"]
 
 
 def test_writes_plots_markdown_and_self_contained_html(runs):
@@ -137,33 +139,33 @@ def test_numbers_match_the_journal_and_the_files(runs, teacher):
     result = report(method, output=method / "elsewhere")
     markdown = (method / "elsewhere" / "report.md").read_text()
     trials = journal_trials(method)
-    answer = next(t for t in trials if t["met"])
-    median = statistics.median(t["accuracy_at_assembly"] for t in trials)
+    answer = next(t for t in trials if t.met)
+    median = statistics.median(t.accuracy_at_assembly for t in trials)
     base_trials = journal_trials(baseline)
-    base_median = statistics.median(t["accuracy_at_assembly"] for t in base_trials)
+    base_median = statistics.median(t.accuracy_at_assembly for t in base_trials)
 
-    assert result.answer == answer["candidate"] and result.compare == str(baseline)  # found beside the run
-    assert [c.candidate for c in result.candidates] == [t["candidate"] for t in sorted(trials, key=lambda t: t["params"])]
+    assert result.answer == answer.candidate and result.compare == str(baseline)  # found beside the run
+    assert [c.candidate for c in result.candidates] == [t.candidate for t in sorted(trials, key=lambda t: t.params)]
     method_row, base_row = result.runs
     assert (method_row.mode, method_row.candidates_tried, method_row.answer_params) == ("method", len(trials),
-                                                                                       answer["params"])
+                                                                                       answer.params)
     assert method_row.median_accuracy_at_assembly == pytest.approx(median)
     assert (base_row.mode, base_row.candidates_tried) == ("baseline", len(base_trials))
     assert base_row.median_accuracy_at_assembly == pytest.approx(base_median)
     assert f"| candidates tried | {len(trials)} of 6 | {len(base_trials)} of 6 |" in markdown
     assert f"| median accuracy at assembly | {median:.4f} | {base_median:.4f} |" in markdown
-    assert f"| answer parameters | {answer['params']:,} |" in markdown
+    assert f"| answer parameters | {answer.params:,} |" in markdown
 
     teacher_row, answer_row = result.models
     assert teacher_row.file_bytes == teacher.stat().st_size
     assert answer_row.file_bytes == (method / "tiny.pruned.onnx").stat().st_size
-    assert (teacher_row.params, answer_row.params) == (42698, answer["params"])
+    assert (teacher_row.params, answer_row.params) == (42698, answer.params)
     assert teacher_row.latency_p50_ms > 0 and answer_row.latency_p50_ms > 0
-    assert f"| parameters | 42,698 | {answer['params']:,} | {answer['params'] / 42698 - 1:+.1%} |" in markdown
+    assert f"| parameters | 42,698 | {answer.params:,} | {answer.params / 42698 - 1:+.1%} |" in markdown
     assert f"| file size (bytes) | {teacher_row.file_bytes:,} | {answer_row.file_bytes:,} |" in markdown
     for trial in trials:
-        assert (f"| {trial['candidate']} | {trial['params']:,} | {trial['macs']:,} | "
-                f"{trial['accuracy_at_assembly']:.4f} | {trial['accuracy']:.4f} |") in markdown
+        assert (f"| {trial.candidate} | {trial.params:,} | {trial.macs:,} | "
+                f"{trial.accuracy_at_assembly:.4f} | {trial.accuracy:.4f} |") in markdown
 
 
 def test_pareto_front_on_hand_made_points():
@@ -328,10 +330,10 @@ def test_a_candidate_run_twice_counts_once(runs):
     """A met candidate re-run because its answer file was lost: the latest trial stands."""
     method, _ = runs
     trials = journal_trials(method)
-    rerun = {**trials[-1], "accuracy": 0.9890, "seconds": 2.5}
+    rerun = dataclasses.replace(trials[-1], accuracy=0.9890, seconds=2.5)
     with open(method / "journal.jsonl", "a") as handle:
-        handle.write(json.dumps(rerun) + "\n")
+        handle.write(json.dumps(rerun.to_event()) + "\n")
     result = report(method, bench=False)
-    assert [c.candidate for c in result.candidates] == [t["candidate"] for t in sorted(trials, key=lambda t: t["params"])]
+    assert [c.candidate for c in result.candidates] == [t.candidate for t in sorted(trials, key=lambda t: t.params)]
     assert result.runs[0].candidates_tried == len(trials)
-    assert {c.candidate: c.accuracy for c in result.candidates}[rerun["candidate"]] == 0.9890
+    assert {c.candidate: c.accuracy for c in result.candidates}[rerun.candidate] == 0.9890

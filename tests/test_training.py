@@ -5,6 +5,7 @@ alone), fine-tuning's early stop, and evaluation."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import onnx
@@ -14,8 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
 from onnxwootz.runtime.training import (
-    OutputKind, Student, TeacherTaps, distillation_loss, distillation_of, evaluate, finetune, finetune_with,
-    output_kinds, output_loss, predict, predict_outputs, pretrain_blocks, tensors, with_outputs,
+    FinetuneConfig, OutputKind, PretrainConfig, Student, TeacherTaps, distillation_loss, distillation_of, evaluate,
+    finetune, finetune_with, output_kinds, output_loss, predict, predict_outputs, pretrain_blocks, tensors,
+    with_outputs,
 )
 
 OPSET = [helper.make_opsetid("", 17)]
@@ -66,7 +68,8 @@ def _weights(student: Student) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in named_onnx_parameters(student.view)}
 
 
-TRAIN = dict(steps=150, batch=16, lr=3e-2, weight_decay=1e-4, seed=3, device=torch.device("cpu"))
+TRAIN = PretrainConfig(steps=150, batch=16, lr=3e-2, weight_decay=1e-4, seed=3)
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,7 @@ def test_multiplexed_pretraining_lowers_every_students_loss(images: torch.Tensor
     teacher = _teacher()
     students = [_student(10, "a", "b"), _student(11, "b", "c"), _student(12, "a", "c")]
     before = [_relative_loss(teacher, s, images) for s in students]
-    fits = pretrain_blocks(_taps(teacher, images), students, **TRAIN)
+    fits = pretrain_blocks(_taps(teacher, images), students, TRAIN, CPU)
     after = [_relative_loss(teacher, s, images) for s in students]
     assert set(fits) == {s.key for s in students}
     for student, old, new in zip(students, before, after):
@@ -113,7 +116,8 @@ def test_pretraining_that_makes_a_student_worse_puts_its_start_back(images: torc
     teacher = _teacher()
     student = _student(10, "a", "b")
     start = _weights(student)
-    fit = pretrain_blocks(_taps(teacher, images), [student], **(TRAIN | {"lr": 50.0, "steps": 20}))[student.key]
+    too_fast = dataclasses.replace(TRAIN, lr=50.0, steps=20)
+    fit = pretrain_blocks(_taps(teacher, images), [student], too_fast, CPU)[student.key]
     assert fit.kept_start and fit.loss == fit.start_loss
     for name, value in _weights(student).items():
         torch.testing.assert_close(value, start[name], rtol=0, atol=0)
@@ -124,9 +128,9 @@ def test_multiplexed_equals_each_student_alone(images: torch.Tensor) -> None:
     together = [_student(10, "a", "b"), _student(11, "b", "c")]
     alone = copy.deepcopy(together)
     taps = _taps(teacher, images)
-    joint_fits = pretrain_blocks(taps, together, **TRAIN)
+    joint_fits = pretrain_blocks(taps, together, TRAIN, CPU)
     for joint, single in zip(together, alone):
-        single_fit = pretrain_blocks(taps, [single], **TRAIN)[single.key]
+        single_fit = pretrain_blocks(taps, [single], TRAIN, CPU)[single.key]
         assert single_fit.loss == pytest.approx(joint_fits[joint.key].loss, rel=1e-5)
         for name, value in _weights(single).items():
             torch.testing.assert_close(value, _weights(joint)[name], rtol=1e-5, atol=1e-6)
@@ -156,8 +160,8 @@ def test_finetune_stops_as_soon_as_the_bound_is_met() -> None:
     x_val, y_val = _clusters(200, 1)
     view = _linear_classifier(0)
     assert evaluate(view, x_val, y_val) < 0.9
-    outcome = finetune(view, x, y, x_val, y_val, bound=0.9, steps=500, batch=16, lr=0.05, weight_decay=0.0,
-                       eval_every=2, seed=0)
+    outcome = finetune(view, x, y, x_val, y_val, bound=0.9,
+        config=FinetuneConfig(steps=500, batch=16, lr=0.05, weight_decay=0.0, eval_every=2, seed=0))
     assert outcome.met and 0 < outcome.steps < 500
     assert [step for step, _ in outcome.curve] == list(range(0, outcome.steps + 1, 2))
     assert all(accuracy < 0.9 for _, accuracy in outcome.curve[:-1]) and outcome.accuracy >= 0.9
@@ -169,8 +173,8 @@ def test_finetune_takes_no_step_when_assembly_meets_the_bound() -> None:
     view = _linear_classifier(0)
     before = {name: p.detach().clone() for name, p in named_onnx_parameters(view)}
     at_assembly = evaluate(view, x, y)
-    outcome = finetune(view, x, y, x, y, bound=at_assembly, steps=100, batch=16, lr=0.05, weight_decay=0.0,
-                       eval_every=10, seed=0)
+    outcome = finetune(view, x, y, x, y, bound=at_assembly,
+        config=FinetuneConfig(steps=100, batch=16, lr=0.05, weight_decay=0.0, eval_every=10, seed=0))
     assert outcome.met and outcome.steps == 0 and outcome.curve == [(0, at_assembly)]
     for name, value in named_onnx_parameters(view):
         assert torch.equal(value, before[name])
@@ -178,8 +182,8 @@ def test_finetune_takes_no_step_when_assembly_meets_the_bound() -> None:
 
 def test_finetune_reports_a_missed_bound() -> None:
     x, y = _clusters(100, 0)
-    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.01, steps=6, batch=16, lr=0.05, weight_decay=0.0,
-                       eval_every=4, seed=0)
+    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.01,
+        config=FinetuneConfig(steps=6, batch=16, lr=0.05, weight_decay=0.0, eval_every=4, seed=0))
     assert not outcome.met and outcome.steps == 6 and [s for s, _ in outcome.curve] == [0, 4, 6]
 
 
@@ -198,13 +202,13 @@ def test_finetune_gives_back_its_budget_on_a_plateau() -> None:
     """A classifier that learns until it cannot improve (a bound above 1) stops `patience`
     evaluations after its best instead of spending the whole budget."""
     x, y = _clusters(100, 0)
-    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.1, steps=2000, batch=8, lr=0.05, weight_decay=0.0,
-                       eval_every=10, seed=0, patience=2)
+    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.1,
+        config=FinetuneConfig(steps=2000, batch=8, lr=0.05, weight_decay=0.0, eval_every=10, seed=0, patience=2))
     accuracies = [accuracy for _, accuracy in outcome.curve]
     assert not outcome.met and outcome.steps < 2000
     assert max(accuracies[-2:]) <= max(accuracies[:-2]) and accuracies[1] > accuracies[0]
-    full = finetune(_linear_classifier(0), x, y, x, y, bound=1.1, steps=200, batch=8, lr=0.05, weight_decay=0.0,
-                    eval_every=10, seed=0)
+    full = finetune(_linear_classifier(0), x, y, x, y, bound=1.1,
+        config=FinetuneConfig(steps=200, batch=8, lr=0.05, weight_decay=0.0, eval_every=10, seed=0))
     assert full.steps == 200
 
 
@@ -212,8 +216,8 @@ def test_finetune_stops_at_once_when_it_does_not_beat_assembly() -> None:
     """With patience, a first evaluation no better than assembly ends fine-tuning (zero
     learning rate: nothing can change)."""
     x, y = _clusters(100, 0)
-    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.1, steps=200, batch=8, lr=0.0, weight_decay=0.0,
-                       eval_every=10, seed=0, patience=3)
+    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.1,
+        config=FinetuneConfig(steps=200, batch=8, lr=0.0, weight_decay=0.0, eval_every=10, seed=0, patience=3))
     assert outcome.steps == 10 and not outcome.met
 
 
@@ -237,8 +241,9 @@ def test_finetune_by_distillation_needs_no_labels() -> None:
     assert evaluate(teacher, x_val, y_val) >= 0.95
     student = _linear_classifier(0)
     assert evaluate(student, x_val, y_val) < 0.9
-    outcome = finetune(student, x, None, x_val, y_val, bound=0.9, steps=500, batch=16, lr=0.05, weight_decay=0.0,
-                       eval_every=5, seed=0, teacher_logits=teacher_logits)
+    outcome = finetune(student, x, None, x_val, y_val, bound=0.9,
+        config=FinetuneConfig(steps=500, batch=16, lr=0.05, weight_decay=0.0, eval_every=5, seed=0),
+        teacher_logits=teacher_logits)
     assert outcome.met and outcome.steps > 0
 
 
@@ -297,8 +302,8 @@ def test_distilling_every_output_pulls_a_student_back_to_its_teacher(images: tor
 
     before = closeness(student)
     loss = distillation_of(taps, names, output_kinds(teacher, shapes), batch=16)
-    outcome = finetune_with(student, images, loss, closeness, bound=2.0, steps=150, batch=16, lr=3e-2,
-                            weight_decay=0.0, eval_every=50, seed=0)
+    outcome = finetune_with(student, images, loss, closeness, bound=2.0,
+        config=FinetuneConfig(steps=150, batch=16, lr=3e-2, weight_decay=0.0, eval_every=50, seed=0))
     assert [len(o) for o in predict_outputs(student, images[:5])] == [5, 5, 5, 5]
     assert outcome.curve[0][1] == pytest.approx(before) and outcome.accuracy > before + 0.3
 
