@@ -146,11 +146,11 @@ PROFILE_PERTURBATION = 0.25
 PROFILE_MAX_DROP = 0.5
 """The profile sampler leaves out a rate at which a unit, pruned alone, loses more than this
 fraction of the teacher's headroom (its metric above chance, Sensitivity.headroom): training
-did not bring such units back on the real OCR nets (PP-OCRv4's recognizer keeps 6% of its exact strings with its last unit pruned at 0.2, its
-detector 0.2% of its map IoU with its backbone unit at 0.2), while units that lose less came
-back (the orientation classifier: 0.71 at assembly, 0.955 after 25 steps, for a bound of 0.96;
-its 2-class chance is 0.5, and a candidate with its first unit at 0.5, at chance alone, reached
-only 0.86 after 100 steps)."""
+did not bring such units back on the real OCR nets (PP-OCRv4's recognizer keeps 6% of its
+exact strings with its last unit pruned at 0.2, its detector 0.2% of its map IoU with its
+backbone unit at 0.2), while units that lose less came back (the orientation classifier: 0.71
+at assembly, 0.955 after 25 steps, for a bound of 0.96; its 2-class chance is 0.5, and a
+candidate with its first unit at 0.5, at chance alone, reached only 0.86 after 100 steps)."""
 
 
 def sample_profile_configurations(n: int, drops: Sequence[Mapping[float, float]], rates: Sequence[float],
