@@ -25,6 +25,7 @@ CHOICES = {
     "pretrain": ("lazy", "eager"),
     "pretrain_init": ("lsq", "l1"),
     "finetune_loss": ("ce", "kd"),
+    "finetune_bn": ("batch", "frozen"),
     "device": ("auto", "cpu", "cuda"),
 }
 """The spec fields that take one of a few words, and those words."""
@@ -80,6 +81,7 @@ class Spec:
     pretrain_weight_decay: float = 1e-4
     finetune_steps: int = 300
     finetune_loss: str | None = None  # ce: labels; kd: distil every teacher output; None: ce for top1, else kd
+    finetune_bn: str = "batch"  # BatchNorm while fine-tuning: batch statistics (train mode) or frozen running ones
     finetune_lr: float = 3e-4
     finetune_weight_decay: float = 1e-5
     eval_every: int = 50
@@ -161,7 +163,8 @@ class Spec:
         from onnxwootz.runtime.training import FinetuneConfig
 
         return FinetuneConfig(self.finetune_steps, self.batch, self.finetune_lr, self.finetune_weight_decay,
-                              self.eval_every, self.seed * 104729 + candidate, self.finetune_patience)
+                              self.eval_every, self.seed * 104729 + candidate, self.finetune_patience,
+                              frozen_statistics=self.finetune_bn == "frozen")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

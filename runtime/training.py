@@ -403,6 +403,10 @@ class FinetuneConfig:
     seed: int
     patience: int = 0
     autocast: bool = True
+    frozen_statistics: bool = False
+    """Train in eval mode: BatchNorm normalizes with (and keeps) its running statistics instead
+    of each batch's. Batch-8 statistics took a PP-OCRv4 recognizer candidate from 0.73 to 0.00
+    exact strings in 20 steps; on its running statistics it rose to 0.93 in 60 (lr 3e-5)."""
 
 
 def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, bound: float, config: FinetuneConfig,
@@ -423,7 +427,8 @@ def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, b
     generator = torch.Generator().manual_seed(config.seed)
     device = x.device
     best, stale = curve[0][1], 0
-    view.train()
+    training_mode = not config.frozen_statistics
+    view.train(training_mode)
     with progress.task(description, total=steps) as task:
         for step in range(1, steps + 1):
             index = torch.randint(0, len(x), (batch,), generator=generator).to(device)
@@ -436,7 +441,7 @@ def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, b
             task.advance(1, loss=float(value.detach()))
             if step % eval_every == 0 or step == steps:
                 curve.append((step, score(view)))
-                view.train()
+                view.train(training_mode)
                 if curve[-1][1] >= bound:
                     break
                 best, stale = (curve[-1][1], 0) if curve[-1][1] > best else (best, stale + 1)

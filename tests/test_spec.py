@@ -64,3 +64,10 @@ def test_training_configs_carry_the_spec_and_each_candidate_has_its_own_seed() -
     assert (first.steps, first.batch, first.lr, first.weight_decay, first.eval_every, first.patience) == (
         9, 4, 0.25, spec.finetune_weight_decay, 3, 2)
     assert first.seed != second.seed and spec.finetune_config(1) == second
+
+
+def test_finetune_bn_reaches_the_finetune_config_and_a_bad_word_is_one_error() -> None:
+    assert load_spec().finetune_config(0).frozen_statistics is False
+    assert load_spec(finetune_bn="frozen").finetune_config(3).frozen_statistics is True
+    with pytest.raises(BadSpecError, match="finetune_bn"):
+        load_spec(finetune_bn="running")

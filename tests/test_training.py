@@ -320,3 +320,36 @@ def test_teacher_taps_fall_back_to_bf16_before_recomputing(images: torch.Tensor)
         exact = none.rows(index, [name])[name]
         torch.testing.assert_close(half.rows(index, [name])[name], exact, rtol=1e-2, atol=1e-2)
         torch.testing.assert_close(full.rows(index, [name])[name], exact)
+
+
+def _conv_bn_classifier() -> TorchGraph:
+    """x -> conv -> BatchNormalization (running statistics as initializers) -> pool -> gemm."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(value.astype(np.float32), name) for name, value in (
+        ("w", rng.standard_normal((4, 2, 3, 3))), ("scale", np.ones(4)), ("bias", np.zeros(4)),
+        ("mean", np.full(4, 0.5)), ("var", np.full(4, 2.0)), ("fc", rng.standard_normal((4, 3))))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"]),
+             helper.make_node("GlobalAveragePool", ["b"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["logits"])]
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 6, 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])], inits)
+    return TorchGraph(helper.make_model(graph, opset_imports=OPSET, ir_version=8))
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_finetuning_with_frozen_statistics_keeps_batchnorms_running_statistics(frozen: bool) -> None:
+    """`frozen_statistics` trains in eval mode: the weights move, BatchNorm's running statistics
+    stay the teacher's; with batch statistics (train mode) they follow the batches."""
+    view = _conv_bn_classifier()
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((64, 2, 6, 6)).astype(np.float32) * 3 + 1)
+    before = {name: value.detach().clone() for name, value in view.state_dict().items()}
+    names = view.param_names
+    finetune_with(view, x, lambda outputs, index: outputs[0].square().mean(), lambda v: 0.0, 1.0,
+                  FinetuneConfig(steps=10, batch=16, lr=0.01, weight_decay=0.0, eval_every=5, seed=0,
+                                 autocast=False, frozen_statistics=frozen))
+    after = view.state_dict()
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert names["w"] in moved and names["fc"] in moved
+    assert (names["mean"] in moved and names["var"] in moved) is not frozen
+    assert (names["mean"] not in moved and names["var"] not in moved) is frozen

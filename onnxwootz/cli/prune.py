@@ -55,6 +55,9 @@ def prune(
     finetune_loss: Optional[str] = typer.Option(None, "--finetune-loss",
                                                 help="ce (labels, the paper) | kd (distill the teacher's outputs on "
                                                      "every image, labelled or not; both modes)."),
+    finetune_bn: Optional[str] = typer.Option(None, "--finetune-bn",
+                                              help="batch (BatchNorm on each batch's statistics, train mode) | "
+                                                   "frozen (on the running statistics: steadier on small batches)."),
     batch: Optional[int] = typer.Option(None, "--batch"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
     seed: Optional[int] = typer.Option(None, "--seed"),
@@ -112,6 +115,7 @@ def prune(
                         progress=RichProgress(not json_output), candidates=candidates, configs=configs, rates=rate_list,
                         objective=objective, constraint=constraint, subspace=subspace, blocks=blocks, pretrain=pretrain,
                         pretrain_init=pretrain_init, pretrain_steps=pretrain_steps,
-                        finetune_steps=finetune_steps, finetune_loss=finetune_loss, batch=batch, device=device,
+                        finetune_steps=finetune_steps, finetune_loss=finetune_loss, finetune_bn=finetune_bn,
+                        batch=batch, device=device,
                         seed=seed, baseline=baseline or None, round_to=round_to, fold_bn=fold_bn or None,
                         opset=opset, metric=metric, preprocess=preprocess, input_shape=parse_input_shape(input_shape)), json_output, render)
