@@ -191,6 +191,16 @@ class BlockFit:
     kept_start: bool
 
 
+def _imitation(student: Student, outputs: dict[str, torch.Tensor], keep: torch.Tensor | None,
+               device: torch.device, autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's output (float32) on its entry tensor and the teacher's exit tensor it
+    imitates, narrowed to the channels the block keeps."""
+    target = outputs[student.exit] if keep is None else outputs[student.exit].index_select(1, keep)
+    with autocast_context(device, autocast):
+        prediction = student.view(outputs[student.entry])
+    return prediction.float(), target
+
+
 def _calibration_losses(taps: TeacherTaps, students: list[Student], keeps: dict[str, torch.Tensor | None],
                         variance: dict[str, float], batch: int, device: torch.device, autocast: bool) -> dict[str, float]:
     """Each student's relative loss (eval mode) over the calibration rows that fix the variances."""
@@ -204,12 +214,8 @@ def _calibration_losses(taps: TeacherTaps, students: list[Student], keeps: dict[
             index = torch.arange(start, min(start + batch, len(taps)), device=taps.x.device)
             outputs = taps.rows(index, names)
             for student in students:
-                target = outputs[student.exit]
-                if keeps[student.key] is not None:
-                    target = target.index_select(1, keeps[student.key])
-                with autocast_context(device, autocast):
-                    prediction = student.view(outputs[student.entry])
-                sums[student.key] += float(F.mse_loss(prediction.float(), target, reduction="sum"))
+                prediction, target = _imitation(student, outputs, keeps[student.key], device, autocast)
+                sums[student.key] += float(F.mse_loss(prediction, target, reduction="sum"))
                 counts[student.key] += target.numel()
     return {s.key: sums[s.key] / max(counts[s.key], 1) / variance[s.exit] for s in students}
 
@@ -257,13 +263,8 @@ def pretrain_blocks(taps: TeacherTaps, students: list[Student], config: Pretrain
             outputs = taps.rows(index, names)
             total = torch.zeros((), device=device)
             for student in students:
-                target = outputs[student.exit]
-                keep = keeps[student.key]
-                if keep is not None:
-                    target = target.index_select(1, keep)
-                with autocast_context(device, autocast):
-                    prediction = student.view(outputs[student.entry])
-                total = total + F.mse_loss(prediction.float(), target) / variance[student.exit]
+                prediction, target = _imitation(student, outputs, keeps[student.key], device, autocast)
+                total = total + F.mse_loss(prediction, target) / variance[student.exit]
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
