@@ -2,7 +2,9 @@
 
 `module` granularity (the paper's): the graph is cut at tensors that every input-to-output
 path crosses; the nodes between two cuts form a module (modules without a filter producer are
-merged into the one before). Groups whose filters and consumers all lie inside one module
+merged into the one before; a depthwise conv is not a filter producer here, since it keeps its
+input's channels: MobileNet's pointwise conv and the depthwise conv after it are one module, so
+the channel group between them lies inside it instead of spanning three modules). Groups whose filters and consumers all lie inside one module
 take the module's rate; a group that leaves its module (the module's top layer) is kept,
 except in a module with no internal group (a plain chain such as VGG), where its output
 group is its unit. `group` granularity: every prunable group is a unit of its own."""
@@ -14,7 +16,7 @@ import dataclasses
 import onnx
 
 from onnxwootz.passes.channel_groups import ChannelAnalysis
-from onnxwootz.passes.graph_index import SHAPE_OPS, GraphIndex, data_inputs
+from onnxwootz.passes.graph_index import SHAPE_OPS, GraphIndex, attribute, data_inputs
 
 GRANULARITIES = ("module", "group")
 _PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -80,8 +82,17 @@ def module_cuts(model: onnx.ModelProto) -> list[tuple[int, str]]:
     return cuts
 
 
+def _mixes_channels(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    """A filter producer whose outputs mix input channels (a depthwise conv does not)."""
+    if node.op_type != "Conv" or attribute(node, "group", 1) == 1:
+        return node.op_type in _PRODUCERS
+    weight = index.array(node.input[1])
+    return weight is None or weight.shape[1] != 1
+
+
 def modules(model: onnx.ModelProto) -> list[Module]:
-    """Consecutive node runs between cuts; runs without a filter producer join the run before."""
+    """Consecutive node runs between cuts; runs without a channel-mixing filter producer join
+    the run before."""
     nodes = activation_nodes(model)
     index = GraphIndex(model)
     cuts = module_cuts(model)
@@ -91,12 +102,12 @@ def modules(model: onnx.ModelProto) -> list[Module]:
     runs = [Module(nodes[a + 1:b + 1], entry, exit_) for (a, entry), (b, exit_) in zip(bounds, bounds[1:]) if b > a]
     merged: list[Module] = []
     for run in runs:
-        if merged and not any(node.op_type in _PRODUCERS for node in run.nodes):
+        if merged and not any(_mixes_channels(node, index) for node in run.nodes):
             merged[-1].nodes.extend(run.nodes)
             merged[-1].exit = run.exit
         else:
             merged.append(run)
-    if len(merged) > 1 and not any(node.op_type in _PRODUCERS for node in merged[0].nodes):
+    if len(merged) > 1 and not any(_mixes_channels(node, index) for node in merged[0].nodes):
         merged[1] = Module(merged[0].nodes + merged[1].nodes, merged[0].entry, merged[1].exit)
         merged.pop(0)
     return merged
