@@ -47,8 +47,8 @@ def students(prepared: PreparedModel) -> list[Student]:
         for rate in RATES:
             config = {u.name: (rate if u is unit else 0.0) for u in units}
             pruned = prune_prepared(prepared, config, "module")
-            view = TorchGraph(slice_span(pruned.model, unit.entry, unit.exit, dict(prepared.shapes)))
-            built.append(Student(f"{unit.name}@{rate:g}", view, unit.entry, unit.exit))
+            view = TorchGraph(slice_span(pruned.model, unit.entries, unit.exits, dict(prepared.shapes)))
+            built.append(Student(f"{unit.name}@{rate:g}", view, tuple(unit.entries), tuple(unit.exits)))
     return built
 
 
@@ -56,8 +56,7 @@ CPU = torch.device("cpu")
 
 
 def _taps(prepared: PreparedModel, x: torch.Tensor, held: bool, autocast: bool) -> TeacherTaps:
-    names = [name for unit in prepared.units("module").units for name in (unit.entry, unit.exit)]
-    return TeacherTaps(prepared.model, names, x, CPU, autocast=autocast, budget=TAP_CACHE_BYTES if held else 0)
+    return TeacherTaps(prepared.model, prepared.units("module").boundaries, x, CPU, autocast=autocast, budget=TAP_CACHE_BYTES if held else 0)
 
 
 def _config(steps: int, autocast: bool) -> PretrainConfig:

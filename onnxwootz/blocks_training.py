@@ -62,29 +62,30 @@ class BlockTrainer:
             return
         started = time.perf_counter()
         students, pruned_of = [], {}
+        plan = prepared.units(spec.granularity)
         for b in todo:
             block = self.blockset.blocks[b]
-            span = context.units[block.start:block.start + len(block.rates)]
+            span = plan.span(block.start, block.stop)
             config = {name: 0.0 for name in context.unit_names}
-            config.update({unit.name: rate for unit, rate in zip(span, block.rates)})
+            config.update({unit.name: rate for unit, rate in zip(context.units[block.start:block.stop], block.rates)})
             pruned = prune_prepared(prepared, config, spec.granularity, spec.round_to)
-            entry, exit_ = span[0].entry, span[-1].exit
-            keep = pruned.kept_channels(prepared, exit_)
-            shapes = dict(prepared.shapes)
-            full = prepared.shapes[exit_][1]
-            if keep is not None and len(keep) < full:
-                shapes[exit_] = [shapes[exit_][0], len(keep), *shapes[exit_][2:]]
-            else:
-                keep = None
-            student_span = slice_span(pruned.model, entry, exit_, shapes)
+            shapes, keeps = dict(prepared.shapes), []
+            for exit_ in span.exits:
+                keep = pruned.kept_channels(prepared, exit_)
+                if keep is not None and len(keep) < prepared.shapes[exit_][1]:
+                    shapes[exit_] = [shapes[exit_][0], len(keep), *shapes[exit_][2:]]
+                    keeps.append(keep)
+                else:
+                    keeps.append(None)
+            student_span = slice_span(pruned.model, span.entries, span.exits, shapes)
+            entries = tuple(value.name for value in student_span.graph.input)
             if spec.pretrain_init == "lsq":
-                reconstruct_span(prepared.model, student_span, entry, pruned.canonical_slices,
+                reconstruct_span(prepared.model, student_span, entries, pruned.canonical_slices,
                                  context.dataset.x_inputs[:RECONSTRUCTION_IMAGES], threads=torch.get_num_threads())
-            students.append(Student(block_file(block), TorchGraph(student_span), entry, exit_, keep))
+            students.append(Student(block_file(block), TorchGraph(student_span), entries, tuple(span.exits), tuple(keeps)))
             pruned_of[block_file(block)] = pruned
         if self._taps is None:
-            boundaries = [name for unit in context.units for name in (unit.entry, unit.exit)]
-            self._taps = TeacherTaps(prepared.model, boundaries, context.x_inputs, context.device)
+            self._taps = TeacherTaps(prepared.model, plan.boundaries, context.x_inputs, context.device)
         fits = pretrain_blocks(self._taps, students, spec.pretrain_config(), context.device, context.progress)
         seconds = (time.perf_counter() - started) / len(students)
         for student, b in zip(students, todo):

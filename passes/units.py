@@ -4,15 +4,21 @@
 path crosses; the nodes between two cuts form a module (modules without a filter producer are
 merged into the one before; a depthwise conv is not a filter producer here, since it keeps its
 input's channels: MobileNet's pointwise conv and the depthwise conv after it are one module, so
-the channel group between them lies inside it instead of spanning three modules). Groups whose filters and consumers all lie inside one module
-take the module's rate; a group that leaves its module (the module's top layer) is kept,
-except in a module with no internal group (a plain chain such as VGG), where its output
-group is its unit. `group` granularity: every prunable group is a unit of its own."""
+the channel group between them lies inside it instead of spanning three modules).
+A module that holds most of the model's filter weights (LARGE_MODULE_SHARE) is split
+further at frontiers where every live tensor but one is parked (see PARKED_FILTERS): a
+backbone whose stage outputs feed an FPN has no single tensor between its stages, so without
+this it is one module, one rate for most of the network. A module's entries are the tensors it
+reads from before it, its exits the tensors it computes that are read after it (one each for a
+single-tensor cut). Groups whose filters and consumers all lie inside one module take the
+module's rate; a group that leaves its module (the module's top layer) is kept, except in a
+module with no internal group (a plain chain such as VGG), where its output group is its unit.
+`group` granularity: every prunable group is a unit of its own."""
 
 from __future__ import annotations
 
 import dataclasses
-
+import numpy as np
 import onnx
 
 from onnxwootz.passes.channel_groups import ChannelAnalysis
@@ -20,6 +26,18 @@ from onnxwootz.passes.graph_index import SHAPE_OPS, GraphIndex, attribute, data_
 
 GRANULARITIES = ("module", "group")
 _PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+PARKED_FILTERS = 4
+"""A tensor that waits across at least this many channel-mixing layers between two reads (an
+FPN's lateral input, a U-Net skip) is parked there. Residual, dense and inception branches
+wait across fewer within the modules single-tensor cuts find, and only a large module is split
+at parked frontiers, so those modules are unchanged."""
+LARGE_MODULE_SHARE = 1 / 2
+"""A single-tensor module with more than this share of the model's filter weights is split at
+parked frontiers (PP-OCRv4's detector: one module of backbone and FPN held 97% of them, a
+YOLOv8's 98%). In the zoo and the tiny test nets the largest such modules are fully connected
+heads (VGG-19: 72%, nothing parked in them) or below half (a 4-branch inception module of a
+tiny net: 47%; its branch outputs wait across the other branches, so splitting it would give
+branch units instead of the paper's inception module)."""
 
 
 @dataclasses.dataclass
@@ -28,21 +46,40 @@ class Unit:
     label: str  # the first filter producer in it, for people
     groups: list[int]
     nodes: list[str]
-    entry: str | None = None  # module granularity: the tensor entering the module
-    exit: str | None = None  # and the tensor leaving it
+    entries: list[str] = dataclasses.field(default_factory=list)  # module granularity: tensors entering the module
+    exits: list[str] = dataclasses.field(default_factory=list)  # and the tensors leaving it
 
 
 @dataclasses.dataclass
 class Module:
     nodes: list[onnx.NodeProto]
-    entry: str
-    exit: str
+    entries: list[str]
+    exits: list[str]
+
+
+@dataclasses.dataclass
+class Span:
+    """Consecutive activation nodes with the tensors they read from before them and the
+    tensors they compute that are read after them (or are graph outputs)."""
+
+    nodes: list[onnx.NodeProto]
+    entries: list[str]
+    exits: list[str]
 
 
 @dataclasses.dataclass
 class UnitPlan:
     units: list[Unit]
     kept: dict[int, str]  # group id -> why it is kept (barriers and module tops)
+    order: "ActivationOrder | None" = dataclasses.field(default=None, repr=False)
+    boundaries: list[str] = dataclasses.field(default_factory=list)  # every module's entries and exits
+
+    def span(self, start: int, stop: int) -> Span:
+        """The nodes from unit `start`'s first to unit `stop - 1`'s last (module granularity),
+        with the modules between them that hold no unit: a tuning block's span."""
+        if self.order is None:
+            raise ValueError("spans exist at module granularity only")
+        return self.order.span(self.units[start].nodes[0], self.units[stop - 1].nodes[-1])
 
 
 def activation_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -56,32 +93,6 @@ def activation_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [node for node in model.graph.node if not all(out in shape_only for out in node.output if out)]
 
 
-def module_cuts(model: onnx.ModelProto) -> list[tuple[int, str]]:
-    """(i, tensor): after activation node i exactly one activation tensor is live."""
-    nodes = activation_nodes(model)
-    index = GraphIndex(model)
-    consumers_left: dict[str, int] = {}
-    for node in nodes:
-        for name in data_inputs(node):
-            if name not in index.initializers:
-                consumers_left[name] = consumers_left.get(name, 0) + 1
-    outputs = set(index.graph_outputs)
-    live: set[str] = {name for name in index.graph_inputs if consumers_left.get(name)}
-    cuts = []
-    for position, node in enumerate(nodes):
-        for name in data_inputs(node):
-            if name in consumers_left:
-                consumers_left[name] -= 1
-                if consumers_left[name] == 0 and name not in outputs:
-                    live.discard(name)
-        for name in node.output:
-            if name and (consumers_left.get(name) or name in outputs):
-                live.add(name)
-        if len(live) == 1 and position < len(nodes) - 1:
-            cuts.append((position, next(iter(live))))
-    return cuts
-
-
 def _mixes_channels(node: onnx.NodeProto, index: GraphIndex) -> bool:
     """A filter producer whose outputs mix input channels (a depthwise conv does not)."""
     if node.op_type != "Conv" or attribute(node, "group", 1) == 1:
@@ -90,27 +101,108 @@ def _mixes_channels(node: onnx.NodeProto, index: GraphIndex) -> bool:
     return weight is None or weight.shape[1] != 1
 
 
-def modules(model: onnx.ModelProto) -> list[Module]:
-    """Consecutive node runs between cuts; runs without a channel-mixing filter producer join
-    the run before."""
-    nodes = activation_nodes(model)
-    index = GraphIndex(model)
-    cuts = module_cuts(model)
-    first_input = index.graph_inputs[0] if index.graph_inputs else ""
-    last_output = index.graph_outputs[0] if index.graph_outputs else ""
-    bounds = [(-1, first_input)] + cuts + [(len(nodes) - 1, last_output)]
-    runs = [Module(nodes[a + 1:b + 1], entry, exit_) for (a, entry), (b, exit_) in zip(bounds, bounds[1:]) if b > a]
-    merged: list[Module] = []
-    for run in runs:
-        if merged and not any(_mixes_channels(node, index) for node in run.nodes):
-            merged[-1].nodes.extend(run.nodes)
-            merged[-1].exit = run.exit
+class ActivationOrder:
+    """The activation nodes in graph order, with where each activation tensor is computed and
+    read: the liveness that module cuts and span boundaries are read from."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.index = GraphIndex(model)
+        self.nodes = activation_nodes(model)
+        self.position = {node.name: p for p, node in enumerate(self.nodes)}
+        self.outputs = set(self.index.graph_outputs)
+        self.produced_at: dict[str, int] = {name: -1 for name in self.index.graph_inputs}
+        self.read_at: dict[str, list[int]] = {}
+        for p, node in enumerate(self.nodes):
+            for name in data_inputs(node):
+                if name not in self.index.initializers:
+                    self.read_at.setdefault(name, []).append(p)
+            self.produced_at.update({name: p for name in node.output if name})
+        self.last_read = {name: np.inf if name in self.outputs else max(self.read_at.get(name, [-1]))
+                          for name in self.produced_at}
+        mixing = [_mixes_channels(node, self.index) for node in self.nodes]
+        self.weights = [self._weight_size(node) if mix else 0 for node, mix in zip(self.nodes, mixing)]
+        self.mixing = np.array(mixing, dtype=bool)
+        self._mixers_before = np.concatenate([[0], np.cumsum(self.mixing)])
+
+    def _weight_size(self, node: onnx.NodeProto) -> int:
+        weight = self.index.array(node.input[1]) if len(node.input) > 1 else None
+        return int(weight.size) if weight is not None else 0
+
+    def live(self) -> list[set[str]]:
+        """For each position p, the activation tensors computed at or before p and needed after it."""
+        starts: dict[int, list[str]] = {}
+        for name, p in self.produced_at.items():
+            if self.last_read[name] > p:
+                starts.setdefault(p, []).append(name)
+        live: set[str] = set(starts.get(-1, []))
+        result = []
+        for p in range(len(self.nodes)):
+            live.update(starts.get(p, []))
+            live = {name for name in live if self.last_read[name] > p}
+            result.append(set(live))
+        return result
+
+    def parked(self) -> list[set[str]]:
+        """For each position p, the live tensors in a wait of PARKED_FILTERS channel-mixing
+        layers or more between their computation (or a read) and their next read."""
+        parked: list[set[str]] = [set() for _ in self.nodes]
+        for name, reads in self.read_at.items():
+            if name not in self.produced_at:
+                continue
+            points = [self.produced_at[name], *sorted(reads)]
+            for a, b in zip(points, points[1:]):
+                if self._mixers_before[b] - self._mixers_before[a + 1] >= PARKED_FILTERS:
+                    for p in range(max(a, 0), b):
+                        parked[p].add(name)
+        return parked
+
+    def span(self, first: str, last: str) -> Span:
+        a, b = self.position[first], self.position[last]
+        nodes = self.nodes[a:b + 1]
+        inside = {name for node in nodes for name in node.output if name}
+        entries = [name for node in nodes for name in data_inputs(node)
+                   if name in self.produced_at and name not in inside]
+        exits = [name for node in nodes for name in node.output
+                 if name in inside and self.last_read[name] > b]
+        return Span(nodes, list(dict.fromkeys(entries)), exits)
+
+    def runs(self, cuts: list[int], start: int, stop: int) -> list[tuple[int, int]]:
+        """Node ranges [a, b) of positions start..stop-1 split after each cut; a range without a
+        channel-mixing producer joins the one before (the first joins the one after)."""
+        bounds = [start, *[p + 1 for p in cuts if start <= p < stop - 1], stop]
+        merged: list[list[int]] = []
+        for a, b in zip(bounds, bounds[1:]):
+            if merged and not self.mixing[a:b].any():
+                merged[-1][1] = b
+            else:
+                merged.append([a, b])
+        if len(merged) > 1 and not self.mixing[merged[0][0]:merged[0][1]].any():
+            merged[1][0] = merged[0][0]
+            merged.pop(0)
+        return [(a, b) for a, b in merged]
+
+
+def modules(order: ActivationOrder) -> list[Module]:
+    """Node runs between single-tensor cuts, large ones split again at parked frontiers."""
+    if not order.nodes:
+        return []
+    live = order.live()
+    single = [p for p, names in enumerate(live) if len(names) == 1]
+    total = max(sum(order.weights), 1)
+    parked: list[set[str]] | None = None
+    ranges = []
+    for a, b in order.runs(single, 0, len(order.nodes)):
+        if sum(order.weights[a:b]) > LARGE_MODULE_SHARE * total:
+            parked = parked or order.parked()
+            frontier = [p for p in range(a, b) if len(live[p] - parked[p]) == 1]
+            ranges.extend(order.runs(frontier, a, b))
         else:
-            merged.append(run)
-    if len(merged) > 1 and not any(_mixes_channels(node, index) for node in merged[0].nodes):
-        merged[1] = Module(merged[0].nodes + merged[1].nodes, merged[0].entry, merged[1].exit)
-        merged.pop(0)
-    return merged
+            ranges.append((a, b))
+    result = []
+    for a, b in ranges:
+        span = order.span(order.nodes[a].name, order.nodes[b - 1].name)
+        result.append(Module(span.nodes, span.entries, span.exits))
+    return result
 
 
 def _group_nodes(model: onnx.ModelProto, analysis: ChannelAnalysis) -> dict[int, set[str]]:
@@ -130,7 +222,8 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
         units = [Unit(f"g{g.id}", g.producers[0], [g.id], list(g.producers)) for g in prunable]
         return UnitPlan(units, kept)
     node_module: dict[str, int] = {}
-    module_list = modules(model)
+    order = ActivationOrder(model)
+    module_list = modules(order)
     for number, module in enumerate(module_list):
         for node in module.nodes:
             node_module[node.name] = number
@@ -155,5 +248,6 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
         if groups:
             run = module.nodes
             first = next((n.name for n in run if n.op_type in _PRODUCERS), run[0].name)
-            units.append(Unit(f"m{number}", first, sorted(groups), [n.name for n in run], module.entry, module.exit))
-    return UnitPlan(units, kept)
+            units.append(Unit(f"m{number}", first, sorted(groups), [n.name for n in run], module.entries, module.exits))
+    boundaries = sorted({name for module in module_list for name in [*module.entries, *module.exits]})
+    return UnitPlan(units, kept, order, boundaries)

@@ -74,22 +74,21 @@ def _normal_equations(columns: torch.Tensor, response: torch.Tensor, bias: bool)
     return gram, rhs
 
 
-def reconstruct_span(teacher: onnx.ModelProto, span: onnx.ModelProto, entry: str,
+def reconstruct_span(teacher: onnx.ModelProto, span: onnx.ModelProto, entries: Sequence[str],
                      canonical_slices: dict[str, list[dict]], images: np.ndarray, batch: int = 32,
                      threads: int = 1) -> int:
     """Refit, in place and in graph order, every conv of the pruned `span` (a block reading
-    teacher tensor `entry`) that lost input channels: its output on the span's own activations
-    is fitted to the teacher's output of the same node (at the kept output channels). Each
-    refit sees the earlier ones. ONNX Runtime runs on `threads` threads. Returns how many convs
-    were refitted."""
+    teacher tensors `entries`) that lost input channels: its output on the span's own
+    activations is fitted to the teacher's output of the same node (at the kept output
+    channels). Each refit sees the earlier ones. ONNX Runtime runs on `threads` threads.
+    Returns how many convs were refitted."""
     convs = refittable_convs(span, canonical_slices)
     if not convs:
         return 0
     feed = teacher.graph.input[0].name
-    entry_is_input = entry == feed
-    targets = cpu_session(with_outputs(teacher, ([] if entry_is_input else [entry]) + [node.output[0] for node in convs]),
-                          threads)
-    span_input = span.graph.input[0].name
+    computed = [name for name in entries if name != feed]
+    targets = cpu_session(with_outputs(teacher, computed + [node.output[0] for node in convs]), threads)
+    span_inputs = [value.name for value in span.graph.input]
     for position, node in enumerate(convs):
         weight_name = node.input[1]
         weights = {init.name: init for init in span.graph.initializer}
@@ -101,9 +100,10 @@ def reconstruct_span(teacher: onnx.ModelProto, span: onnx.ModelProto, entry: str
         rows = 0
         for start in range(0, len(images), batch):
             outputs = targets.run(None, {feed: images[start:start + batch]})
-            entry_value = images[start:start + batch] if entry_is_input else outputs.pop(0)
+            values = dict(zip(computed, outputs)) | {feed: images[start:start + batch]}
+            outputs = outputs[len(computed):]
             target = outputs[position] if keep_out is None else outputs[position][:, keep_out]
-            (inputs,) = student.run(None, {span_input: entry_value})
+            (inputs,) = student.run(None, {name: values[name] for name in span_inputs})
             columns = _columns(torch.from_numpy(inputs), node, weight.shape[2:])
             batch_gram, batch_rhs = _normal_equations(columns, torch.from_numpy(target).flatten(2), bias_name is not None)
             gram = batch_gram if gram is None else gram + batch_gram

@@ -83,13 +83,21 @@ def predict(view: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.T
 
 @dataclasses.dataclass
 class Student:
-    """A pruned block to train: reads teacher tensor `entry`, imitates `exit` (at `keep`)."""
+    """A pruned block to train: reads teacher tensors `entries` (the view's inputs, in order)
+    and imitates `exits` (its outputs, in order), each at its `keeps` channels (None: all)."""
 
     key: str
     view: TorchGraph
-    entry: str
-    exit: str
-    keep: np.ndarray | None = None
+    entries: tuple[str, ...]
+    exits: tuple[str, ...]
+    keeps: tuple[np.ndarray | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.keeps = self.keeps or (None,) * len(self.exits)
+
+    @property
+    def boundary(self) -> set[str]:
+        return set(self.entries) | set(self.exits)
 
 
 def _as_tuple(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -191,22 +199,30 @@ class BlockFit:
     kept_start: bool
 
 
-def _imitation(student: Student, outputs: dict[str, torch.Tensor], keep: torch.Tensor | None,
-               device: torch.device, autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The student's output (float32) on its entry tensor and the teacher's exit tensor it
-    imitates, narrowed to the channels the block keeps."""
-    target = outputs[student.exit] if keep is None else outputs[student.exit].index_select(1, keep)
+def _imitation(student: Student, outputs: dict[str, torch.Tensor], keeps: tuple[torch.Tensor | None, ...],
+               device: torch.device, autocast: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per exit, the student's output (float32) on its entry tensors and the teacher's tensor
+    it imitates, narrowed to the channels the block keeps."""
     with autocast_context(device, autocast):
-        prediction = student.view(outputs[student.entry])
-    return prediction.float(), target
+        predictions = _as_tuple(student.view(*(outputs[name] for name in student.entries)))
+    targets = [outputs[name] if keep is None else outputs[name].index_select(1, keep)
+               for name, keep in zip(student.exits, keeps)]
+    return [(prediction.float(), target) for prediction, target in zip(predictions, targets)]
 
 
-def _calibration_losses(taps: TeacherTaps, students: list[Student], keeps: dict[str, torch.Tensor | None],
+def _relative_loss(pairs: list[tuple[torch.Tensor, torch.Tensor]], student: Student,
+                   variance: dict[str, float]) -> torch.Tensor:
+    """The mean over a student's exits of MSE divided by the teacher tensor's variance."""
+    losses = [F.mse_loss(prediction, target) / variance[name] for (prediction, target), name in zip(pairs, student.exits)]
+    return torch.stack(losses).mean()
+
+
+def _calibration_losses(taps: TeacherTaps, students: list[Student], keeps: dict[str, tuple[torch.Tensor | None, ...]],
                         variance: dict[str, float], batch: int, device: torch.device, autocast: bool) -> dict[str, float]:
     """Each student's relative loss (eval mode) over the calibration rows that fix the variances."""
-    names = sorted({s.entry for s in students} | {s.exit for s in students})
-    sums = {s.key: 0.0 for s in students}
-    counts = {s.key: 0 for s in students}
+    names = sorted(set().union(*(s.boundary for s in students)))
+    sums = {s.key: np.zeros(len(s.exits)) for s in students}
+    counts = {s.key: np.zeros(len(s.exits)) for s in students}
     for student in students:
         student.view.eval()
     with torch.no_grad():
@@ -214,10 +230,13 @@ def _calibration_losses(taps: TeacherTaps, students: list[Student], keeps: dict[
             index = torch.arange(start, min(start + batch, len(taps)), device=taps.x.device)
             outputs = taps.rows(index, names)
             for student in students:
-                prediction, target = _imitation(student, outputs, keeps[student.key], device, autocast)
-                sums[student.key] += float(F.mse_loss(prediction, target, reduction="sum"))
-                counts[student.key] += target.numel()
-    return {s.key: sums[s.key] / max(counts[s.key], 1) / variance[s.exit] for s in students}
+                pairs = _imitation(student, outputs, keeps[student.key], device, autocast)
+                for position, (prediction, target) in enumerate(pairs):
+                    sums[student.key][position] += float(F.mse_loss(prediction, target, reduction="sum"))
+                    counts[student.key][position] += target.numel()
+    return {s.key: float(np.mean([total / max(count, 1) / variance[name]
+                                  for total, count, name in zip(sums[s.key], counts[s.key], s.exits)]))
+            for s in students}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,16 +255,17 @@ def pretrain_blocks(taps: TeacherTaps, students: list[Student], config: Pretrain
                     progress: Progress = NULL_PROGRESS) -> dict[str, BlockFit]:
     """Train all students together: per batch the teacher's tensors at every block boundary
     (one teacher pass, or none when `taps` holds them), then each student's MSE to its teacher
-    counterpart, divided by that teacher tensor's variance. Adam, warmed-up then cosine-decayed
+    counterpart, divided by that teacher tensor's variance (averaged over a block's exits). Adam, warmed-up then cosine-decayed
     `config.lr`. The students share nothing but the batches, so each ends exactly as it would
     training alone with the same seed. Each student's relative loss (0: perfect imitation, 1: no better
     than the target's mean) is measured on the calibration rows before and after; a student that
     training made worse gets its starting weights back, so pre-training never undoes a
     least-squares start."""
     steps, batch, lr, autocast = config.steps, config.batch, config.lr, config.autocast
-    names = sorted({s.entry for s in students} | {s.exit for s in students})
-    variance = {s.exit: taps.variance(s.exit, batch) for s in students}
-    keeps = {s.key: (torch.from_numpy(s.keep).to(device) if s.keep is not None else None) for s in students}
+    names = sorted(set().union(*(s.boundary for s in students)))
+    variance = {name: taps.variance(name, batch) for s in students for name in s.exits}
+    keeps = {s.key: tuple(torch.from_numpy(keep).to(device) if keep is not None else None for keep in s.keeps)
+             for s in students}
     params = []
     for student in students:
         prepare_module(student.view, device)
@@ -263,8 +283,8 @@ def pretrain_blocks(taps: TeacherTaps, students: list[Student], config: Pretrain
             outputs = taps.rows(index, names)
             total = torch.zeros((), device=device)
             for student in students:
-                prediction, target = _imitation(student, outputs, keeps[student.key], device, autocast)
-                total = total + F.mse_loss(prediction, target) / variance[student.exit]
+                pairs = _imitation(student, outputs, keeps[student.key], device, autocast)
+                total = total + _relative_loss(pairs, student, variance)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()

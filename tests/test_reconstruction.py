@@ -53,7 +53,7 @@ def test_a_redundant_channel_is_reconstructed_exactly() -> None:
     x = rng.standard_normal((64, 2, 6, 6)).astype(np.float32)
     target = cpu_session(teacher).run(None, {"x": x})[0]
     assert _relative_error(student, "x", x, target) > 0.05
-    assert reconstruct_span(teacher, student, "x", slices, x, batch=16) == 1
+    assert reconstruct_span(teacher, student, ["x"], slices, x, batch=16) == 1
     assert _relative_error(student, "x", x, target) < 1e-4
 
 
@@ -63,18 +63,19 @@ def test_refit_blocks_of_the_bundled_teacher_imitate_it_better_on_held_out_image
     feed = prepared.model.graph.input[0].name
     for unit in prepared.units("module").units:
         pruned = prune_prepared(prepared, {unit.name: 0.5})
-        student = slice_span(pruned.model, unit.entry, unit.exit, prepared.shapes)
+        (entry_name,), (exit_name,) = unit.entries, unit.exits
+        student = slice_span(pruned.model, [entry_name], [exit_name], prepared.shapes)
         taps = onnx.ModelProto()
         taps.CopyFrom(prepared.model)
         del taps.graph.output[:]
-        for name in (unit.entry, unit.exit):
+        for name in (entry_name, exit_name):
             if name != feed:
                 taps.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
         outputs = cpu_session(taps).run(None, {feed: data.x_val})
-        entry, target = (data.x_val, outputs[0]) if unit.entry == feed else outputs
-        before = _relative_error(student, unit.entry, entry, target)
-        assert reconstruct_span(prepared.model, student, unit.entry, pruned.canonical_slices, data.x_train[:512]) >= 1
-        after = _relative_error(student, unit.entry, entry, target)
+        entry, target = (data.x_val, outputs[0]) if entry_name == feed else outputs
+        before = _relative_error(student, entry_name, entry, target)
+        assert reconstruct_span(prepared.model, student, [entry_name], pruned.canonical_slices, data.x_train[:512]) >= 1
+        after = _relative_error(student, entry_name, entry, target)
         assert after < 0.7 * before, (unit.name, before, after)
 
 
@@ -94,7 +95,7 @@ def test_a_refit_stops_reading_images_once_it_is_well_posed() -> None:
 
     def refit(images: np.ndarray) -> np.ndarray:
         student = _two_convs(first[:3], np.ascontiguousarray(second[:, :3]), bias)
-        reconstruct_span(teacher, student, "x", slices, images, batch=16)
+        reconstruct_span(teacher, student, ["x"], slices, images, batch=16)
         return numpy_helper.to_array(next(i for i in student.graph.initializer if i.name == "c2.w"))
 
     assert enough < len(x)

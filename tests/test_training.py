@@ -55,12 +55,12 @@ def _student(seed: int, entry: str, exit_: str) -> Student:
     graph = helper.make_graph(first + second, "student",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4, 6, 6])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4, 6, 6])], i1 + i2)
-    return Student(f"{entry}->{exit_}", TorchGraph(helper.make_model(graph, opset_imports=OPSET)), entry, exit_)
+    return Student(f"{entry}->{exit_}", TorchGraph(helper.make_model(graph, opset_imports=OPSET)), (entry,), (exit_,))
 
 
 def _relative_loss(teacher: onnx.ModelProto, student: Student, x: torch.Tensor) -> float:
     with torch.no_grad():
-        taps = TorchGraph(with_outputs(teacher, [student.entry, student.exit])).eval()(x)
+        taps = TorchGraph(with_outputs(teacher, [*student.entries, *student.exits])).eval()(x)
         return float(torch.nn.functional.mse_loss(student.view(taps[0]), taps[1]) / taps[1].var())
 
 
@@ -108,6 +108,40 @@ def test_multiplexed_pretraining_lowers_every_students_loss(images: torch.Tensor
         assert new < 0.5 * old, (student.key, old, new)
         fit = fits[student.key]
         assert not fit.kept_start and 0 <= fit.loss < fit.start_loss
+
+
+def _two_way_student(seed: int) -> Student:
+    """A block with two entries and two exits (a span cut at parked frontiers): from teacher
+    tensors a and b, a thin conv pair imitates b and another imitates c."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    for name, x, y in (("p", "in_a", "out_b"), ("q", "in_b", "out_c")):
+        first, i1 = _conv(rng, f"{name}1", 4, 2, x, f"{name}.h")
+        second, i2 = _conv(rng, f"{name}2", 2, 4, f"{name}.h", y)
+        nodes += first + second
+        inits += i1 + i2
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 4, 6, 6])  # noqa: E731
+    graph = helper.make_graph(nodes, "student", [value("in_a"), value("in_b")], [value("out_b"), value("out_c")], inits)
+    return Student("a,b->b,c", TorchGraph(helper.make_model(graph, opset_imports=OPSET)), ("a", "b"), ("b", "c"))
+
+
+def test_a_student_with_several_entries_and_exits_learns_every_exit(images: torch.Tensor) -> None:
+    teacher = _teacher()
+    student = _two_way_student(20)
+
+    def losses() -> list[float]:
+        with torch.no_grad():
+            a, b, c = TorchGraph(with_outputs(teacher, ["a", "b", "c"])).eval()(images)
+            outputs = student.view(a, b)
+            return [float(torch.nn.functional.mse_loss(out, target) / target.var()) for out, target in zip(outputs, (b, c))]
+
+    before = losses()
+    fit = pretrain_blocks(_taps(teacher, images), [student], TRAIN, CPU)[student.key]
+    after = losses()
+    for old, new in zip(before, after):
+        assert new < 0.5 * old, (before, after)
+    assert not fit.kept_start and fit.loss < fit.start_loss
+    assert fit.start_loss == pytest.approx(np.mean(before), rel=0.2)
 
 
 def test_pretraining_that_makes_a_student_worse_puts_its_start_back(images: torch.Tensor) -> None:
