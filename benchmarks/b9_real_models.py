@@ -10,7 +10,9 @@ report gives params and MACs (teacher vs answer), ONNX Runtime latency at batch 
 threads (teacher vs answer, alternating runs), the metric on the held-out test split, and the
 wall seconds. Target: a smaller model within its bound on every model, each within 1800 s.
 
-Run: `python -m benchmarks.b9_real_models [--models cls,det,rec] [--seeds 0] [--out bench-results/b9.json]`."""
+Run: `python -m benchmarks.b9_real_models [--models cls,det,rec] [--seeds 0] [--set finetune_bn=frozen]
+[--out bench-results/b9.json]` (`--set FIELD=VALUE`, repeatable, overrides a spec field of every
+model run, the value read as JSON when it parses, else as a string)."""
 
 from __future__ import annotations
 
@@ -110,11 +112,13 @@ def latency(teacher: Path, answer: Path | None, input_shape: list[int], runs: in
             "speedup": 1.0 / paired[0] if paired else None}
 
 
-def run_one(name: str, seed: int, out_dir: Path, runs: int, threads: int = THREADS) -> dict[str, Any]:
+def run_one(name: str, seed: int, out_dir: Path, runs: int, threads: int = THREADS,
+            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     import onnxwootz
     from models.ocr import ocr_model
 
     spec = TASKS[name]
+    options = {**spec.spec, **(overrides or {})}
     teacher = ocr_model(name)
     data = dataset(name, seed, out_dir / "b9-data")
     run_dir = out_dir / "b9-runs" / f"{name}-seed{seed}"
@@ -122,13 +126,13 @@ def run_one(name: str, seed: int, out_dir: Path, runs: int, threads: int = THREA
     result = onnxwootz.prune(
         teacher, data=str(data), run_dir=run_dir, output=run_dir / "answer.onnx", fresh=True,
         preprocess=json.dumps(spec.preprocess), metric=spec.metric, constraint=spec.constraint,
-        input_shape=spec.input_shape, seed=seed, threads=threads, **spec.spec,
+        input_shape=spec.input_shape, seed=seed, threads=threads, **options,
     )
     wall = time.perf_counter() - start
     answer = Path(result.model) if result.model else None
     return {
         "model": name, "seed": seed, "metric": spec.metric, "constraint": spec.constraint,
-        "counts": dict(zip(task.SPLITS, spec.counts)), "spec": spec.spec,
+        "counts": dict(zip(task.SPLITS, spec.counts)), "spec": options,
         "teacher_params": result.teacher_params, "params": result.params,
         "teacher_macs": result.teacher_macs, "macs": result.macs,
         "teacher_test_metric": result.teacher_test_metric, "test_metric": result.test_metric,
@@ -168,7 +172,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "b9.json")
     parser.add_argument("--runs", type=int, default=100, help="latency runs per model at batch 1")
     parser.add_argument("--threads", type=int, default=THREADS, help="torch and ONNX Runtime threads")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a spec field of every model run (repeatable)")
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        field_name, separator, value = item.partition("=")
+        if not separator or not field_name:
+            parser.error(f"--set takes FIELD=VALUE, got '{item}'")
+        try:
+            overrides[field_name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[field_name] = value
     names = [name for name in args.models.split(",") if name]
     unknown = [name for name in names if name not in TASKS]
     if unknown or not names:
@@ -180,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for seed in seeds:
         for name in names:
-            rows.append(run_one(name, seed, args.out.parent, args.runs, args.threads))
+            rows.append(run_one(name, seed, args.out.parent, args.runs, args.threads, overrides))
             write_json(args.out, {"benchmark": "b9", "threads": args.threads, "budget_s": BUDGET_S, "rows": rows})
     print(table(rows))
     print(f"written {args.out}")
