@@ -157,6 +157,23 @@ def test_pretraining_that_makes_a_student_worse_puts_its_start_back(images: torc
         torch.testing.assert_close(value, start[name], rtol=0, atol=0)
 
 
+def test_a_student_that_starts_exact_is_not_trained(images: torch.Tensor) -> None:
+    """A chain unit's block that only drops output channels keeps the teacher's own filters
+    for the kept ones: nothing to learn, so no steps are spent on it."""
+    from onnxwootz.passes.block_slice import slice_span
+
+    teacher = _teacher()
+    shapes = {"a": [1, 4, 6, 6], "b": [1, 4, 6, 6]}
+    exact = Student("a->b exact", TorchGraph(slice_span(teacher, ["a"], ["b"], shapes)), ("a",), ("b",))
+    learner = _student(10, "a", "b")
+    start = _weights(exact)
+    fits = pretrain_blocks(_taps(teacher, images), [exact, learner], TRAIN, CPU)
+    assert fits[exact.key].start_loss < 1e-9 and fits[exact.key].loss == fits[exact.key].start_loss
+    for name, value in _weights(exact).items():
+        torch.testing.assert_close(value, start[name], rtol=0, atol=0)
+    assert fits[learner.key].loss < 0.5 * fits[learner.key].start_loss
+
+
 def test_multiplexed_equals_each_student_alone(images: torch.Tensor) -> None:
     teacher = _teacher()
     together = [_student(10, "a", "b"), _student(11, "b", "c")]
