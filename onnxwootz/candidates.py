@@ -33,9 +33,9 @@ class CandidateEvaluator:
         pruned = prune_prepared(context.prepared, dict(zip(context.unit_names, rates)), context.spec.granularity,
                                 context.spec.round_to)
         used = list(self.blockset.composites[candidate].blocks) if self.blockset is not None else []
-        for b in used:
-            for name, full in context.rundir.load_arrays(block_file(self.blockset.blocks[b])).items():
-                replace_initializer(pruned.model, name, _take(full, pruned.canonical_slices.get(name, [])))
+        arrays = first_writer([context.rundir.load_arrays(block_file(self.blockset.blocks[b])) for b in used])
+        for name, full in arrays.items():
+            replace_initializer(pruned.model, name, _take(full, pruned.canonical_slices.get(name, [])))
         return pruned, used
 
     def trial(self, candidate: int) -> tuple[TrialEvent, onnx.ModelProto | None]:
@@ -110,6 +110,18 @@ class CandidateEvaluator:
                 raise RuntimeError(f"the answer disagrees with its torch view on output '{name}' "
                                    "(ONNX Runtime vs torch): not written")
         return model
+
+
+def first_writer(blocks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The weights of a candidate's blocks (in unit order), each tensor from the first block
+    that holds it: a chain unit's block runs on into the next module and holds the layers that
+    read its pruned channels, trained for that input; the next unit's own block holds them
+    too, trained on the teacher's full input, so the earlier one is the one to keep."""
+    merged: dict[str, np.ndarray] = {}
+    for arrays in blocks:
+        for name, full in arrays.items():
+            merged.setdefault(name, full)
+    return merged
 
 
 def _take(full: np.ndarray, entries: list[dict]) -> np.ndarray:

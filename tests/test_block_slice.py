@@ -103,3 +103,37 @@ def test_a_block_span_over_units_reads_and_writes_the_tensors_of_its_modules() -
         assert set(span.entries) | set(span.exits) <= set(plan.boundaries)
         inside = {name for node in span.nodes for name in node.output}
         assert not set(span.entries) & inside and set(span.exits) <= inside
+
+
+def test_a_chain_units_span_runs_on_to_the_layer_that_reads_its_pruned_channels() -> None:
+    """In a plain chain a unit's output group is pruned, so nothing inside its own module loses
+    an input: the block's span takes in the next module, whose conv the least-squares start
+    then refits, and imitates the teacher's full tensor after it."""
+    from onnxwootz.runtime.reconstruction import reconstruct_span, refittable_convs
+
+    prepared = prepare(cached_export("vgg_net", "legacy"))
+    plan = prepared.units("module")
+    unit = plan.units[1]
+    assert unit.prunes_exit
+    span = plan.span(1, 2)
+    after = plan.modules[unit.module + 1]
+    assert span.nodes[-1].name == after.nodes[-1].name and span.exits == after.exits
+    pruned = prune_prepared(prepared, {unit.name: 0.5})
+    for name in span.exits:
+        keep = pruned.kept_channels(prepared, name)
+        assert keep is None or len(keep) == prepared.shapes[name][1]
+    student = slice_span(pruned.model, span.entries, span.exits, prepared.shapes)
+    teacher = slice_span(prepared.model, span.entries, span.exits, prepared.shapes)
+    assert refittable_convs(student, pruned.canonical_slices)
+    feed = prepared.model.graph.input[0].name
+    images = np.abs(np.random.default_rng(2).standard_normal([64, *prepared.shapes[feed][1:]])).astype(np.float32)
+    (entry,) = span.entries
+    x = _run(slice_span(prepared.model, [feed], [entry], prepared.shapes), {feed: images})
+    target = _run(teacher, {entry: x})
+
+    def error() -> float:
+        return float(np.mean((_run(student, {entry: x}) - target) ** 2) / np.var(target))
+
+    before = error()
+    assert reconstruct_span(prepared.model, student, span.entries, pruned.canonical_slices, images) >= 1
+    assert error() < 0.5 * before

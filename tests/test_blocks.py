@@ -278,3 +278,16 @@ def test_model_supplies_unit_names(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cli = CliRunner().invoke(app, ["blocks", str(short), "--model", str(tmp_path / "model.onnx")])
     assert cli.exit_code == BadSpecError.exit_code
     assert "row 1 has 2 rates, expected 5 (one per unit of the model)" in cli.stderr
+
+
+def test_a_candidate_takes_each_weight_from_the_first_of_its_blocks_that_holds_it() -> None:
+    """A chain unit's block holds the next module's layers, trained for its pruned input; the
+    next unit's block holds them too, trained on the full input: the earlier block wins."""
+    import numpy as np
+
+    from onnxwootz.candidates import first_writer
+
+    ones, twos, threes = (np.full((2, 2), value, np.float32) for value in (1, 2, 3))
+    merged = first_writer([{"a.w": ones, "b.w": ones}, {"b.w": twos, "c.w": twos}, {"c.w": threes}])
+    assert set(merged) == {"a.w", "b.w", "c.w"}
+    assert (merged["a.w"] == 1).all() and (merged["b.w"] == 1).all() and (merged["c.w"] == 2).all()
