@@ -49,7 +49,6 @@ class BlockTrainer:
         """Pre-train, in one multiplexed pass, the blocks of `indices` not journaled yet."""
         import torch
 
-        from onnxwootz.passes.block_slice import slice_span
         from onnxwootz.pruning import prune_prepared
         from onnxwootz.runtime.reconstruction import reconstruct_span
         from onnxwootz.runtime.torch_graph import TorchGraph
@@ -69,15 +68,7 @@ class BlockTrainer:
             config = {name: 0.0 for name in context.unit_names}
             config.update({unit.name: rate for unit, rate in zip(context.units[block.start:block.stop], block.rates)})
             pruned = prune_prepared(prepared, config, spec.granularity, spec.round_to)
-            shapes, keeps = dict(prepared.shapes), []
-            for exit_ in span.exits:
-                keep = pruned.kept_channels(prepared, exit_)
-                if keep is not None and len(keep) < prepared.shapes[exit_][1]:
-                    shapes[exit_] = [shapes[exit_][0], len(keep), *shapes[exit_][2:]]
-                    keeps.append(keep)
-                else:
-                    keeps.append(None)
-            student_span = slice_span(pruned.model, span.entries, span.exits, shapes)
+            student_span, keeps = pruned.span_model(prepared, span)
             entries = tuple(value.name for value in student_span.graph.input)
             if spec.pretrain_init == "lsq":
                 reconstruct_span(prepared.model, student_span, entries, pruned.canonical_slices,

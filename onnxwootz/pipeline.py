@@ -179,14 +179,17 @@ def _configs(context: RunContext) -> list[list[float]]:
 
 
 def _sensitivity(context: RunContext):
-    """Each unit's drop in the run's metric when it alone is L1-pruned, on the validation split
-    (once per run: the measurement is journaled, and counted in the run's time)."""
+    """Each unit's drop in the run's metric when it alone is pruned (L1, plus its block's
+    least-squares start when blocks start from one), on the validation split (once per run:
+    the measurement is journaled, and counted in the run's time)."""
+    from onnxwootz.blocks_training import RECONSTRUCTION_IMAGES
     from onnxwootz.sensitivity import measure_sensitivity
 
     spec, dataset = context.spec, context.dataset
     labels = dataset.y_val if context.metric.labels else None
+    refit = dataset.x_inputs[:RECONSTRUCTION_IMAGES] if spec.pretrain_init == "lsq" else None
     measured = measure_sensitivity(context.prepared, dataset.x_val, labels, spec.rates, spec.granularity,
-                                   spec.round_to, metric=context.metric)
+                                   spec.round_to, metric=context.metric, refit_images=refit)
     context.rundir.write_json("sensitivity.json", measured.to_dict())
     context.rundir.record({"event": "sensitivity", "seconds": measured.seconds})
     return measured

@@ -20,8 +20,10 @@ from onnxwootz.counting import count
 from onnxwootz.passes.base import PassManager
 from onnxwootz.passes.export import export_options
 from onnxwootz.passes.canonicalize import strip_metadata
+from onnxwootz.passes.block_slice import slice_span
 from onnxwootz.passes.plan import PLAN_SCHEMA, plan_slices
 from onnxwootz.passes.prune import FilterPrune, group_keep_counts, select_removed
+from onnxwootz.passes.units import Span
 from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
 from onnxwootz.verify import verify_pruned
 
@@ -53,6 +55,19 @@ class PrunedModel:
         """Indices of the teacher's channels of `tensor` that survive (None: not a channel tensor)."""
         ids = prepared.analysis.ids.get(tensor)
         return None if ids is None else np.nonzero(~self.removed[ids])[0]
+
+    def span_model(self, prepared: PreparedModel, span: Span) -> tuple[onnx.ModelProto, list[np.ndarray | None]]:
+        """A block's student: `span` of this pruned model as a standalone graph (its inputs are
+        the entries it needs), and per exit the teacher channels it keeps (None: all)."""
+        shapes, keeps = dict(prepared.shapes), []
+        for exit_ in span.exits:
+            keep = self.kept_channels(prepared, exit_)
+            if keep is not None and len(keep) < prepared.shapes[exit_][1]:
+                shapes[exit_] = [shapes[exit_][0], len(keep), *shapes[exit_][2:]]
+                keeps.append(keep)
+            else:
+                keeps.append(None)
+        return slice_span(self.model, span.entries, span.exits, shapes), keeps
 
 
 @dataclasses.dataclass

@@ -105,3 +105,17 @@ def test_a_map_model_is_profiled_by_the_runs_metric(tmp_path: Path) -> None:
                                        for u in result.units}, "module", 1)
     teacher, student = (cpu_session(m).run(None, {"x": x}) for m in (prepared.model, pruned.model))
     assert result.units[0].metric == [pytest.approx(map_iou(0.5)(student, teacher, None))]
+
+
+def test_with_refit_images_each_entry_is_measured_from_the_blocks_least_squares_start() -> None:
+    """What `prune` profiles when blocks start from least squares: the pruned unit's block span
+    refitted on training images before the evaluation, so a unit whose pruned channels a refit
+    recovers is not reported as lost."""
+    prepared = prepare(TEACHER)
+    dataset = load_dataset("digits", Preprocess.from_model(prepared.model), 10, 0)
+    x, y = dataset.x_val[:IMAGES], dataset.y_val[:IMAGES]
+    plain = measure_sensitivity(prepared, x, y, rates=[0.7], threads=1)
+    refit = measure_sensitivity(prepared, x, y, rates=[0.7], threads=1, refit_images=dataset.x_train[:256])
+    assert refit.teacher == plain.teacher
+    lost = [(a.drop[0], b.drop[0]) for a, b in zip(plain.units, refit.units)]
+    assert sum(after for _, after in lost) < 0.5 * sum(before for before, _ in lost), lost
