@@ -73,11 +73,10 @@ TASKS: dict[str, ModelTask] = {
 """Counts are train/val/test images. The classifier validates and tests on 1000 each: with 400
 its answer met the 1-point bound on val (0.955 against 0.955) but not on test (0.9325 against
 0.96); one point is then four images, about the standard error of an accuracy near 0.96, so
-picking the smallest candidate that meets the bound picks a lucky one. The detector has three
-module units, and the one holding 70% of its weights (its backbone and FPN: no single tensor
-cuts them, as the FPN reads every stage) loses all of its map IoU pruned alone at 0.2, so the
-profile leaves it out; `prune` trains blocks over single-tensor module spans, so group
-granularity is not open to it yet. Budgets from the teachers' measured costs
+picking the smallest candidate that meets the bound picks a lucky one. The detector had three
+module units, one of them its backbone and FPN (no single tensor cuts them, as the FPN reads
+every stage), which lost all of its map IoU pruned alone at 0.2; split at parked frontiers
+(passes/units.py) it has 27. Budgets from the teachers' measured costs
 per image on 2 threads (torch view forward + backward, CPU seconds; `python -m
 benchmarks.tasks.ocr --check --timing`): cls 0.06 (batch 32: ~1 s a step on 2 idle cores), det
 160x160 0.18 (batch 8: ~0.7 s), rec 0.37 (batch 8: ~1.5 s); fine-tuning budgets fit the 1800 s

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 OBJECTIVES = ("size", "macs", "latency")
 CHOICES = {
     "subspace": ("spread", "profile"),
+    "profile_init": ("l1", "lsq"),
     "blocks": ("sequitur", "per-unit"),
     "pretrain": ("lazy", "eager"),
     "pretrain_init": ("lsq", "l1"),
@@ -73,6 +74,7 @@ class Spec:
     objective: str = "min size"
     constraint: str = "accuracy >= teacher - 0.01"
     subspace: str = "spread"  # sizes spread (the paper's sampling) or around the measured sensitivity profile
+    profile_init: str = "l1"  # the profile's pruned units: plain L1, or with their block's least-squares start
     blocks: str = "sequitur"
     pretrain: str = "lazy"
     pretrain_init: str = "lsq"  # block start: least-squares refit of the readers of pruned channels, or plain L1

@@ -71,3 +71,10 @@ def test_finetune_bn_reaches_the_finetune_config_and_a_bad_word_is_one_error() -
     assert load_spec(finetune_bn="frozen").finetune_config(3).frozen_statistics is True
     with pytest.raises(BadSpecError, match="finetune_bn"):
         load_spec(finetune_bn="running")
+
+
+def test_profile_init_is_l1_unless_asked_and_a_bad_word_is_one_error() -> None:
+    assert load_spec().profile_init == "l1"
+    assert load_spec(profile_init="lsq").profile_init == "lsq"
+    with pytest.raises(BadSpecError, match="profile_init"):
+        load_spec(profile_init="refit")

@@ -47,6 +47,9 @@ def prune(
                                                 "rates, so Sequitur finds multi-unit blocks)."),
     blocks: Optional[str] = typer.Option(None, "--blocks", help="sequitur | per-unit."),
     pretrain: Optional[str] = typer.Option(None, "--pretrain", help="lazy (blocks trained when first needed) | eager."),
+    profile_init: Optional[str] = typer.Option(None, "--profile-init",
+                                               help="With --subspace profile: l1 (each unit L1-pruned alone) | lsq "
+                                                    "(from its block's least-squares start; slower)."),
     pretrain_init: Optional[str] = typer.Option(None, "--pretrain-init",
                                                 help="lsq (least-squares refit of the convs that lost inputs, "
                                                      "then training) | l1 (the paper: L1-pruned weights)."),
@@ -113,7 +116,8 @@ def prune(
     execute(lambda: run(model, data=data, spec=spec, run_dir=run_dir, output=output, fresh=fresh,
                         executor=chosen_executor(),
                         progress=RichProgress(not json_output), candidates=candidates, configs=configs, rates=rate_list,
-                        objective=objective, constraint=constraint, subspace=subspace, blocks=blocks, pretrain=pretrain,
+                        objective=objective, constraint=constraint, subspace=subspace, profile_init=profile_init,
+                        blocks=blocks, pretrain=pretrain,
                         pretrain_init=pretrain_init, pretrain_steps=pretrain_steps,
                         finetune_steps=finetune_steps, finetune_loss=finetune_loss, finetune_bn=finetune_bn,
                         batch=batch, device=device,
