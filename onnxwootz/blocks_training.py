@@ -50,7 +50,7 @@ class BlockTrainer:
         import torch
 
         from onnxwootz.pruning import prune_prepared
-        from onnxwootz.runtime.reconstruction import reconstruct_span
+        from onnxwootz.runtime.reconstruction import TeacherTargets, reconstruct_span
         from onnxwootz.runtime.torch_graph import TorchGraph
         from onnxwootz.runtime.training import Student, TeacherTaps, pretrain_blocks
 
@@ -71,8 +71,9 @@ class BlockTrainer:
             student_span, keeps = pruned.span_model(prepared, span)
             entries = tuple(value.name for value in student_span.graph.input)
             if spec.pretrain_init == "lsq":
-                reconstruct_span(prepared.model, student_span, entries, pruned.canonical_slices,
-                                 context.dataset.x_inputs[:RECONSTRUCTION_IMAGES], threads=torch.get_num_threads())
+                targets = TeacherTargets(prepared.model, context.dataset.x_inputs[:RECONSTRUCTION_IMAGES],
+                                         threads=torch.get_num_threads())
+                reconstruct_span(targets, student_span, entries, pruned.canonical_slices)
             students.append(Student(block_file(block), TorchGraph(student_span), entries, tuple(span.exits), tuple(keeps)))
             pruned_of[block_file(block)] = pruned
         if self._taps is None:

@@ -18,6 +18,7 @@ and orders the candidates, hands them to an executor and writes the summary."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -170,8 +171,10 @@ def _configs(context: RunContext) -> list[list[float]]:
         configs = load_configs(spec.configs, len(context.units))
     elif spec.subspace == "profile":
         profile = _sensitivity(context)
+        allowed = max(profile.teacher - context.bound, 0.0)  # the constraint's drop, on the profile's images
+        budget = math.inf if spec.profile_budget is None else spec.profile_budget * allowed
         configs = sample_profile_configurations(spec.candidates, profile.drops(), spec.rates, size_of, spec.seed,
-                                                max_drop=PROFILE_MAX_DROP * profile.headroom)
+                                                max_drop=PROFILE_MAX_DROP * profile.headroom, max_total_drop=budget)
     else:
         configs = sample_configurations(spec.candidates, len(context.units), spec.rates, size_of, spec.seed)
     rundir.write_json("configs.json", configs)

@@ -29,6 +29,7 @@ from onnxwootz.prepared import ModelSource, PreparedModel, model_label, prepare
 
 if TYPE_CHECKING:
     from onnxwootz.pruning import PrunedModel
+    from onnxwootz.runtime.reconstruction import TeacherTargets
 
 EVAL_BATCH = 256
 """Images per ONNX Runtime call when the model's batch dimension is dynamic."""
@@ -81,6 +82,7 @@ def measure_sensitivity(prepared: PreparedModel, x: np.ndarray, labels: np.ndarr
     with the teacher), so that a detector is profiled by what its bound reads, not by an
     arg-max."""
     from onnxwootz.pruning import prune_prepared
+    from onnxwootz.runtime.reconstruction import TeacherTargets
 
     started = time.perf_counter()
     checked = sorted({checked_rate(rate) for rate in rates} - {0.0})  # rate 0 is the teacher itself
@@ -107,12 +109,13 @@ def measure_sensitivity(prepared: PreparedModel, x: np.ndarray, labels: np.ndarr
     units = []
     for position, name in enumerate(names):
         values = []
+        targets = TeacherTargets(prepared.model, refit_images, threads=threads) if refit else None  # one per span
         for rate in checked:
             config = {other: 0.0 for other in names}
             config[name] = rate
             pruned = prune_prepared(prepared, config, granularity, round_to)
-            if refit:
-                _refit_block(prepared, pruned, position, refit_images, threads)
+            if targets is not None:
+                _refit_block(prepared, pruned, position, targets)
             values.append(metric(_outputs(pruned.model, x, threads), reference, labels))
         units.append(UnitSensitivity(name, values, [teacher - value for value in values]))
     return Sensitivity(model=prepared.label, metric=metric.name, teacher=teacher, rates=checked, images=len(x),
@@ -141,7 +144,7 @@ def profile(model: ModelSource | PreparedModel, data: str | None = None, rates: 
     return measure_sensitivity(prepared, dataset.x_val, labels, rates, granularity, threads=threads)
 
 
-def _refit_block(prepared: PreparedModel, pruned: PrunedModel, unit: int, images: np.ndarray, threads: int) -> None:
+def _refit_block(prepared: PreparedModel, pruned: PrunedModel, unit: int, targets: TeacherTargets) -> None:
     """Give the pruned model the least-squares start of unit `unit`'s block span, in place."""
     from onnx import numpy_helper
 
@@ -150,7 +153,7 @@ def _refit_block(prepared: PreparedModel, pruned: PrunedModel, unit: int, images
 
     student, _ = pruned.span_model(prepared, prepared.units("module").span(unit, unit + 1))
     entries = [value.name for value in student.graph.input]
-    if reconstruct_span(prepared.model, student, entries, pruned.canonical_slices, images, threads=threads):
+    if reconstruct_span(targets, student, entries, pruned.canonical_slices):
         for init in student.graph.initializer:
             replace_initializer(pruned.model, init.name, numpy_helper.to_array(init))
 

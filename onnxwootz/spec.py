@@ -75,6 +75,7 @@ class Spec:
     constraint: str = "accuracy >= teacher - 0.01"
     subspace: str = "spread"  # sizes spread (the paper's sampling) or around the measured sensitivity profile
     profile_init: str = "l1"  # the profile's pruned units: plain L1, or with their block's least-squares start
+    profile_budget: float | None = None  # summed single-unit drops per profile candidate, x the allowed drop; None: any
     blocks: str = "sequitur"
     pretrain: str = "lazy"
     pretrain_init: str = "lsq"  # block start: least-squares refit of the readers of pruned channels, or plain L1
@@ -117,6 +118,11 @@ class Spec:
         for name in ("pretrain_steps", "finetune_steps", "eval_every", "batch"):
             if getattr(self, name) < (0 if name.endswith("steps") else 1):
                 raise BadSpecError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.profile_budget is not None and (isinstance(self.profile_budget, bool)
+                                                or not isinstance(self.profile_budget, (int, float))
+                                                or not self.profile_budget > 0):
+            raise BadSpecError(f"profile_budget must be a positive number (a multiple of the allowed drop), "
+                               f"got {self.profile_budget!r}")
         if self.round_to < 1:
             raise BadSpecError(f"round_to must be a positive integer, got {self.round_to}")
         self.metric_name()

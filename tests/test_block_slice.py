@@ -109,7 +109,7 @@ def test_a_chain_units_span_runs_on_to_the_layer_that_reads_its_pruned_channels(
     """In a plain chain a unit's output group is pruned, so nothing inside its own module loses
     an input: the block's span takes in the next module, whose conv the least-squares start
     then refits, and imitates the teacher's full tensor after it."""
-    from onnxwootz.runtime.reconstruction import reconstruct_span, refittable_convs
+    from onnxwootz.runtime.reconstruction import TeacherTargets, reconstruct_span, refittable_convs
 
     prepared = prepare(cached_export("vgg_net", "legacy"))
     plan = prepared.units("module")
@@ -135,5 +135,5 @@ def test_a_chain_units_span_runs_on_to_the_layer_that_reads_its_pruned_channels(
         return float(np.mean((_run(student, {entry: x}) - target) ** 2) / np.var(target))
 
     before = error()
-    assert reconstruct_span(prepared.model, student, span.entries, pruned.canonical_slices, images) >= 1
+    assert reconstruct_span(TeacherTargets(prepared.model, images), student, span.entries, pruned.canonical_slices) >= 1
     assert error() < 0.5 * before

@@ -280,3 +280,22 @@ def test_profile_subspace_is_measured_once_and_gives_multi_unit_blocks(tmp_path:
     onnxwootz.prune(TEACHER, run_dir=tmp_path / "run", **options)
     events = [json.loads(line)["event"] for line in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
     assert events.count("sensitivity") == 1
+
+
+def test_profile_budget_keeps_every_candidates_summed_drops_within_its_multiple_of_the_allowed_drop(
+        tmp_path: Path) -> None:
+    """`profile_budget`: the drop the constraint allows (teacher - bound, on the profile's
+    images) times the budget caps each candidate's summed single-unit drops."""
+    options = {**TINY, "candidates": 6, "finetune_steps": 0, "constraint": "accuracy >= teacher - 0.02",
+               "subspace": "profile", "profile_budget": 2.0}
+    result = onnxwootz.prune(TEACHER, run_dir=tmp_path / "run", **options)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["identity"]["spec"]["profile_budget"] == 2.0
+    sensitivity = json.loads((tmp_path / "run" / "sensitivity.json").read_text())
+    budget = 2.0 * (sensitivity["teacher"] - result.bound)
+    configs = json.loads((tmp_path / "run" / "configs.json").read_text())
+    rates = sensitivity["rates"]
+    for config in configs:
+        total = sum(max(0.0, *(d for r, d in zip(rates, unit["drop"]) if r <= rate))
+                    for unit, rate in zip(sensitivity["units"], config) if rate)
+        assert total <= budget + 1e-9
+    assert any(any(config) for config in configs)

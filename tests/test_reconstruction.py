@@ -14,7 +14,7 @@ from onnxwootz.passes.block_slice import slice_span
 from onnxwootz.preprocess import Preprocess
 from onnxwootz.prepared import prepare
 from onnxwootz.pruning import prune_prepared
-from onnxwootz.runtime.reconstruction import ROWS_PER_UNKNOWN, reconstruct_span, refittable_convs
+from onnxwootz.runtime.reconstruction import ROWS_PER_UNKNOWN, TeacherTargets, reconstruct_span, refittable_convs
 from onnxwootz.runtime.sessions import cpu_session
 
 TEACHER = Path(__file__).resolve().parents[1] / "models" / "digits_resnet.onnx"
@@ -53,7 +53,7 @@ def test_a_redundant_channel_is_reconstructed_exactly() -> None:
     x = rng.standard_normal((64, 2, 6, 6)).astype(np.float32)
     target = cpu_session(teacher).run(None, {"x": x})[0]
     assert _relative_error(student, "x", x, target) > 0.05
-    assert reconstruct_span(teacher, student, ["x"], slices, x, batch=16) == 1
+    assert reconstruct_span(TeacherTargets(teacher, x, batch=16), student, ["x"], slices) == 1
     assert _relative_error(student, "x", x, target) < 1e-4
 
 
@@ -74,7 +74,8 @@ def test_refit_blocks_of_the_bundled_teacher_imitate_it_better_on_held_out_image
         outputs = cpu_session(taps).run(None, {feed: data.x_val})
         entry, target = (data.x_val, outputs[0]) if entry_name == feed else outputs
         before = _relative_error(student, entry_name, entry, target)
-        assert reconstruct_span(prepared.model, student, [entry_name], pruned.canonical_slices, data.x_train[:512]) >= 1
+        assert reconstruct_span(TeacherTargets(prepared.model, data.x_train[:512]), student, [entry_name],
+                                pruned.canonical_slices) >= 1
         after = _relative_error(student, entry_name, entry, target)
         assert after < 0.7 * before, (unit.name, before, after)
 
@@ -95,9 +96,34 @@ def test_a_refit_stops_reading_images_once_it_is_well_posed() -> None:
 
     def refit(images: np.ndarray) -> np.ndarray:
         student = _two_convs(first[:3], np.ascontiguousarray(second[:, :3]), bias)
-        reconstruct_span(teacher, student, ["x"], slices, images, batch=16)
+        reconstruct_span(TeacherTargets(teacher, images, batch=16), student, ["x"], slices)
         return numpy_helper.to_array(next(i for i in student.graph.initializer if i.name == "c2.w"))
 
     assert enough < len(x)
     np.testing.assert_array_equal(refit(x), refit(x[:enough]))
     assert not np.array_equal(refit(x), refit(x[:enough - 16]))
+
+
+def test_teacher_targets_run_the_teacher_once_per_batch_for_every_refit_that_shares_them() -> None:
+    """The profile refits one span at several rates: the second refit reads the kept tensors
+    (the same arrays, no new teacher run) and fits exactly what a fresh set would give."""
+    rng = np.random.default_rng(3)
+    first = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    second = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    teacher = _two_convs(first, second, bias)
+    x = rng.standard_normal((64, 2, 6, 6)).astype(np.float32)
+    shared = TeacherTargets(teacher, x, batch=16)
+
+    def refit(kept: int, targets: TeacherTargets) -> np.ndarray:
+        student = _two_convs(first[:kept], np.ascontiguousarray(second[:, :kept]), bias)
+        slices = {"c1.w": [{"axis": 0, "keep": list(range(kept))}], "c2.w": [{"axis": 1, "keep": list(range(kept))}]}
+        assert reconstruct_span(targets, student, ["x"], slices) == 1
+        return numpy_helper.to_array(next(i for i in student.graph.initializer if i.name == "c2.w"))
+
+    refit(3, shared)
+    kept = shared.values(0, ["x", "y"])
+    again = refit(2, shared)
+    assert shared.values(0, ["y"])["y"] is kept["y"]
+    np.testing.assert_array_equal(again, refit(2, TeacherTargets(teacher, x, batch=16)))
+    np.testing.assert_array_equal(kept["x"], x[:16])

@@ -78,3 +78,11 @@ def test_profile_init_is_l1_unless_asked_and_a_bad_word_is_one_error() -> None:
     assert load_spec(profile_init="lsq").profile_init == "lsq"
     with pytest.raises(BadSpecError, match="profile_init"):
         load_spec(profile_init="refit")
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "3", True])
+def test_profile_budget_is_off_unless_asked_and_must_be_a_positive_number(bad) -> None:
+    assert load_spec().profile_budget is None
+    assert load_spec(profile_budget=4).profile_budget == 4
+    with pytest.raises(BadSpecError, match="profile_budget must be a positive number"):
+        load_spec(profile_budget=bad)

@@ -208,6 +208,35 @@ def test_profile_sampler_never_draws_a_rate_that_alone_loses_more_than_max_drop(
     assert sorted(map(tuple, few)) == [(r, 0.0, 0.0) for r in (0.0, *RATES)]
 
 
+def _summed_drop(drops: list[dict[float, float]], config: list[float]) -> float:
+    """What the budget counts: each pruned unit's largest drop at or below its rate, at least 0."""
+    return sum(max(0.0, *(value for rate, value in unit.items() if rate <= r)) for unit, r in zip(drops, config) if r)
+
+
+def test_profile_sampler_keeps_summed_drops_within_the_budget_and_steps_up_to_it() -> None:
+    # PP-OCRv4's recognizer: every unit refitted alone kept most of its strings, all of them
+    # together kept none. Under a budget no draw, perturbed or uniform, sums past it, and the
+    # levels step from the teacher up to it instead of to every unit at its top rate.
+    drops = _profile(16, seed=3)
+    drops[5] = {rate: -0.01 for rate in RATES}  # a drop below zero (noise) counts as none
+    size_of = _size_function(16)
+    free = sample_profile_configurations(32, drops, RATES, size_of, seed=2)
+    budget = 0.25 * max(_summed_drop(drops, c) for c in free)
+    for perturbation in (0.25, 1.0):
+        configs = sample_profile_configurations(32, drops, RATES, size_of, seed=2, perturbation=perturbation,
+                                                max_total_drop=budget)
+        totals = [_summed_drop(drops, c) for c in configs]
+        assert configs and len({tuple(c) for c in configs}) == len(configs)
+        assert max(totals) <= budget + 1e-12
+        assert max(totals) >= 0.5 * budget, "the top level reaches towards the budget"
+        assert any(c[5] == 0.7 for c in configs), "the unit that loses nothing is pruned hardest"
+    assert configs == sample_profile_configurations(32, drops, RATES, size_of, seed=2, perturbation=1.0,
+                                                    max_total_drop=budget)
+    assert sample_profile_configurations(8, drops, RATES, size_of, max_total_drop=0.0) == [
+        [0.7 if u == 5 else 0.0 for u in range(16)], [0.5 if u == 5 else 0.0 for u in range(16)],
+        [0.3 if u == 5 else 0.0 for u in range(16)], [0.0] * 16]
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"n": 10}, "only 9 distinct configurations exist"),
     ({"drops": [{0.3: 0.1, 0.5: 0.2}, {0.3: 0.1}]}, "no drop for unit 1 at rate 0.5"),

@@ -50,6 +50,10 @@ def prune(
     profile_init: Optional[str] = typer.Option(None, "--profile-init",
                                                help="With --subspace profile: l1 (each unit L1-pruned alone) | lsq "
                                                     "(from its block's least-squares start; slower)."),
+    profile_budget: Optional[float] = typer.Option(None, "--profile-budget",
+                                                   help="With --subspace profile: keep each candidate's summed "
+                                                        "single-unit drops within this multiple of the allowed "
+                                                        "drop (damage taken as additive; default: no limit)."),
     pretrain_init: Optional[str] = typer.Option(None, "--pretrain-init",
                                                 help="lsq (least-squares refit of the convs that lost inputs, "
                                                      "then training) | l1 (the paper: L1-pruned weights)."),
@@ -117,6 +121,7 @@ def prune(
                         executor=chosen_executor(),
                         progress=RichProgress(not json_output), candidates=candidates, configs=configs, rates=rate_list,
                         objective=objective, constraint=constraint, subspace=subspace, profile_init=profile_init,
+                        profile_budget=profile_budget,
                         blocks=blocks, pretrain=pretrain,
                         pretrain_init=pretrain_init, pretrain_steps=pretrain_steps,
                         finetune_steps=finetune_steps, finetune_loss=finetune_loss, finetune_bn=finetune_bn,
