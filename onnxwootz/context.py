@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from onnxwootz.costs import CostModel
     from onnxwootz.data import Dataset
     from onnxwootz.journal import RunDir
-    from onnxwootz.passes.units import Unit
+    from onnxwootz.passes.units import Unit, UnitPlan
     from onnxwootz.prepared import PreparedModel
     from onnxwootz.preprocess import Preprocess
     from onnxwootz.runtime.training import Loss
@@ -121,13 +121,14 @@ def open_run(model: Path, data: str | None, spec: Spec, run_dir: str | os.PathLi
                            f"{dataset.labels or 'no'} labels: use --finetune-loss kd")
     data_id = data if not Path(data).exists() else fingerprint(Path(data).resolve().as_posix(),
                                                                  Path(data).stat().st_mtime)
+    plan = prepared.units(spec.granularity)
+    units = plan.units
+    if not units:
+        raise BadSpecError(f"{model} has no prunable units (every channel group is kept; see `onnxwootz analyze`)")
     identity = {"model": fingerprint(teacher.SerializeToString()), "data": data_id, "spec": spec.to_dict(),
-                "metric": metric.name}
+                "metric": metric.name, "units": _plan_fingerprint(plan)}
     rundir = RunDir(run_dir or default_run_dir(model, spec.baseline), identity, fresh, lock=not worker)
     try:
-        units = prepared.units(spec.granularity).units
-        if not units:
-            raise BadSpecError(f"{model} has no prunable units (every channel group is kept; see `onnxwootz analyze`)")
         device = _set_up_torch(spec, prepared)
         x_val, x_test, x_inputs = (_on_device(x, device) for x in (dataset.x_val, dataset.x_test, dataset.x_inputs))
         teacher_val, teacher_test, teacher_accuracy, teacher_test_metric = _measure_teacher(
@@ -148,6 +149,17 @@ def open_run(model: Path, data: str | None, spec: Spec, run_dir: str | os.PathLi
     except BaseException:
         rundir.close()
         raise
+
+
+def _plan_fingerprint(plan: "UnitPlan") -> str:
+    """The units and the spans their blocks train on: block files are named by (first unit,
+    rates), so a run directory written by a version that cut units or spans differently must
+    not lend its blocks to this one (it is refused; --fresh starts over)."""
+    from onnxwootz.journal import fingerprint
+
+    spans = [plan.span(i, i + 1) for i in range(len(plan.units))]
+    return fingerprint([[unit.name, [node.name for node in span.nodes], span.entries, span.exits]
+                        for unit, span in zip(plan.units, spans)])
 
 
 def _choose_metric(spec: Spec, prepared: "PreparedModel", dataset: "Dataset",

@@ -17,6 +17,7 @@ import onnx
 import pytest
 
 import onnxwootz
+from onnxwootz.core.errors import WootzError
 from onnxwootz.data import load_dataset
 from onnxwootz.preprocess import Preprocess, accuracy_of
 from onnxwootz.runtime.sessions import cpu_session
@@ -167,6 +168,19 @@ def test_run_dir_of_another_run_is_refused(tmp_path: Path) -> None:
     result = run_cli("prune", str(TEACHER), "--run-dir", str(tmp_path / "r"), *_tiny_flags(seed="3"))
     one_clean_line(result, 4, "different run")
 
+
+
+def test_run_dir_whose_units_were_cut_otherwise_is_refused(tmp_path: Path) -> None:
+    """Block files are named by (first unit, rates): a run directory from a version that cut
+    units or block spans differently must not lend its blocks (its identity holds the plan)."""
+    onnxwootz.prune(TEACHER, run_dir=tmp_path / "r", constraint="accuracy >= teacher - 0.5", **TINY)
+    run_file = tmp_path / "r" / "run.json"
+    recorded = json.loads(run_file.read_text())
+    assert len(recorded["identity"]["units"]) == 16
+    recorded["identity"]["units"] = "0" * 16
+    run_file.write_text(json.dumps(recorded))
+    with pytest.raises(WootzError, match="different run"):
+        onnxwootz.prune(TEACHER, run_dir=tmp_path / "r", constraint="accuracy >= teacher - 0.5", **TINY)
 
 class _Recorder:
     """A pipeline's own Progress hook: collects task names and advances."""
