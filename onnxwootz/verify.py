@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from onnxwootz.core.errors import PruningError, first_line
 from onnxwootz.core.onnx_helpers import dummy_feed, set_dims, without_weights
-from onnxwootz.passes.mask import ZeroRemoved, plan_targets, zero_removed
+from onnxwootz.passes.mask import ZeroRemoved, divisors, plan_targets, zero_removed
 
 TOLERANCE = 1e-3
 """max |pruned - masked| relative to max |masked|, per output: float noise is ~1e-5, a wrong
@@ -53,8 +53,9 @@ def _run_onnxruntime(model: onnx.ModelProto, feed: dict[str, np.ndarray], slices
     if slices is not None:
         targets = plan_targets(model, slices)
         ZeroRemoved({name: entries for name, entries in targets.items() if name not in weights})(light)
-        weights.update({name: zero_removed(weights[name], entries) for name, entries in targets.items()
-                        if name in weights})
+        ones = divisors(model)
+        weights.update({name: zero_removed(weights[name], entries, float(name in ones))
+                        for name, entries in targets.items() if name in weights})
     for value in light.graph.input:
         if value.name in feed:
             set_dims(value, list(feed[value.name].shape))

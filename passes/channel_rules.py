@@ -16,7 +16,7 @@ import onnx
 
 from onnxwootz.passes.channel_state import ChannelState
 from onnxwootz.passes.graph_index import attribute
-from onnxwootz.passes.shape_entries import shape_entry
+from onnxwootz.passes.shape_entries import resize_sizes_channel, shape_entry
 
 Rule = Callable[[onnx.NodeProto, ChannelState], None]
 
@@ -104,10 +104,15 @@ def pass_through(node: onnx.NodeProto, st: ChannelState) -> None:
 
 def resize(node: onnx.NodeProto, st: ChannelState) -> None:
     x_shape, y_shape = st.shapes.get(node.input[0]), st.shapes.get(node.output[0])
-    if x_shape and y_shape and len(x_shape) > 1 and x_shape[:2] == y_shape[:2]:
-        pass_through(node, st)
-    else:
+    if not x_shape or not y_shape or len(x_shape) < 2 or x_shape[:2] != y_shape[:2]:
         st.barrier(node, "resizes the channel axis")
+        return
+    position = resize_sizes_channel(node, len(x_shape))
+    if position is not None and st.ids.get(node.input[0]) is not None and \
+            not _channel_entry_follows(st, node, node.input[3], position, x_shape[1]):
+        st.barrier(node, "sizes' channel entry is computed at run time")
+        return
+    pass_through(node, st)
 
 
 def pad(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -258,7 +263,7 @@ def reshape(node: onnx.NodeProto, st: ChannelState) -> None:
     if not flattens and (before[1] != after[1] or int(np.prod(before[2:])) != int(np.prod(after[2:]))):
         st.barrier(node, "reshape regroups the channel axis")
         return
-    if not _channel_target_follows(st, node, after[1]):
+    if not _channel_entry_follows(st, node, node.input[1], 1, after[1]):
         st.barrier(node, "reshape target's channel size is computed at run time")
         return
     if flattens:
@@ -268,18 +273,19 @@ def reshape(node: onnx.NodeProto, st: ChannelState) -> None:
         pass_through(node, st)
 
 
-def _channel_target_follows(st: ChannelState, node: onnx.NodeProto, channels: int) -> bool:
-    """Whether the target's axis-1 entry can follow the pruned channels: a constant on the
-    target's path (rewritten by slicing), 0 or -1 (ONNX derives it), or the channel count of
-    a tensor with the input's very channels, read at run time by Shape."""
-    entry = shape_entry(st.index, st.shapes, node.input[1], 1)
+def _channel_entry_follows(st: ChannelState, node: onnx.NodeProto, target: str, position: int, channels: int) -> bool:
+    """Whether entry `position` of the shape tensor `target` (a Reshape target, a Resize's
+    sizes), the one that holds the channel count, can follow the pruned channels: a constant
+    on the target's path (rewritten by slicing), 0 or -1 (a Reshape derives it), or the channel
+    count of a tensor with the input's very channels, read at run time by Shape."""
+    entry = shape_entry(st.index, st.shapes, target, position)
     if entry is None:
         return False
     if not entry.constant:
         x, read = st.ids[node.input[0]], st.ids.get(entry.tensor)
         return entry.position == 1 and len(x) == channels and read is not None and np.array_equal(read, x)
     value = int(st.index.array(entry.tensor).reshape(-1)[entry.position])
-    return value in (0, -1, channels)
+    return value == channels or (node.op_type == "Reshape" and value in (0, -1))
 
 
 def transpose(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -303,7 +309,15 @@ def squeeze_unsqueeze(node: onnx.NodeProto, st: ChannelState) -> None:
 
 
 def no_channels(node: onnx.NodeProto, st: ChannelState) -> None:
-    """Shape/Size read only the tensor's shape: nothing to tie, nothing flows on."""
+    """Shape reads only the tensor's shape: nothing to tie, nothing flows on (a Reshape target
+    or Resize sizes that take the channel count from it are checked by their rules)."""
+
+
+def size(node: onnx.NodeProto, st: ChannelState) -> None:
+    """Size is the element count, channels included: pruning would change the value it gives
+    whatever reads it, and nothing checks what does."""
+    if st.ids.get(node.input[0]) is not None:
+        st.barrier(node, "its element count counts the channels")
 
 
 RULES: dict[str, Rule] = {
@@ -323,7 +337,7 @@ RULES: dict[str, Rule] = {
     "Squeeze": squeeze_unsqueeze,
     "Unsqueeze": squeeze_unsqueeze,
     "Shape": no_channels,
-    "Size": no_channels,
+    "Size": size,
     **{op: pass_through for op in PER_CHANNEL_UNARY},
     **{op: elementwise for op in ELEMENTWISE},
     **{op: reduction for op in REDUCTIONS},

@@ -1,5 +1,7 @@
 """The mask-equivalence oracle as a pass: zero, in an unpruned canonical model, every slice
-a plan says was removed. The pruned model must compute exactly what this masked model does."""
+a plan says was removed. The pruned model must compute exactly what this masked model does.
+A Div's constant divisor is the one exception: its removed entries are set to one, so that a
+removed channel stays 0 / 1 = 0 (0 / 0 would make the masked model NaN)."""
 
 from __future__ import annotations
 
@@ -28,10 +30,15 @@ def plan_targets(model: onnx.ModelProto, slices: dict[str, list[dict]]) -> dict[
     return targets
 
 
-def zero_removed(array: np.ndarray, entries: list[dict]) -> np.ndarray:
+def divisors(model: onnx.ModelProto) -> set[str]:
+    """The tensors read as a Div's divisor (their removed entries are masked to one)."""
+    return {node.input[1] for node in model.graph.node if node.op_type == "Div" and len(node.input) > 1}
+
+
+def zero_removed(array: np.ndarray, entries: list[dict], fill: float = 0.0) -> np.ndarray:
     """A copy of `array` with every element that some entry's axis does not keep set to zero
-    (an element survives only if it is kept on every sliced axis): one multiply by a 0/1 mask
-    over the axes up to the last sliced one (a conv weight: filters x input channels)."""
+    (or `fill`; an element survives only if it is kept on every sliced axis): one multiply by
+    a 0/1 mask over the axes up to the last sliced one (a conv weight: filters x input channels)."""
     if not entries or not array.size:
         return array.copy()
     lead = array.shape[:max(entry["axis"] for entry in entries) + 1]
@@ -42,7 +49,11 @@ def zero_removed(array: np.ndarray, entries: list[dict]) -> np.ndarray:
         shape = [1] * len(lead)
         shape[entry["axis"]] = -1
         mask = mask * keep_axis.reshape(shape)
-    return (array.reshape(mask.size, -1) * mask.reshape(-1, 1)).reshape(array.shape)
+    kept = mask.reshape(-1, 1)
+    masked = array.reshape(mask.size, -1) * kept
+    if fill:
+        masked = np.where(kept != 0, masked, np.asarray(fill, dtype=array.dtype))
+    return masked.reshape(array.shape)
 
 
 class ZeroRemoved(Pass):
@@ -51,6 +62,7 @@ class ZeroRemoved(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         index = GraphIndex(model)
+        ones = divisors(model)
         for name, entries in plan_targets(model, self.slices).items():
-            replace_initializer(model, name, zero_removed(index.array(name), entries))
+            replace_initializer(model, name, zero_removed(index.array(name), entries, float(name in ones)))
         return PassResult(model, bool(self.slices))

@@ -78,6 +78,17 @@ def shape_entry(index: GraphIndex, shapes: dict[str, list[int]], name: str, posi
             return None
 
 
+def resize_sizes_channel(node, rank: int) -> int | None:
+    """Which entry of a Resize's `sizes` input (opset 11+) holds the channel count, if any."""
+    if node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:
+        return None
+    axes = attribute(node, "axes")  # opset 18: sizes lists only these axes
+    if axes is None:
+        return 1
+    axes = [int(a) + rank if int(a) < 0 else int(a) for a in axes]
+    return axes.index(1) if 1 in axes else None
+
+
 def _constant_input(index: GraphIndex, node, slot: int):
     return index.array(node.input[slot]) if len(node.input) > slot and node.input[slot] else None
 

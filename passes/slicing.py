@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from onnxwootz.passes.graph_index import GraphIndex, attribute, replace_initializer, set_attribute
-from onnxwootz.passes.shape_entries import shape_entry
+from onnxwootz.passes.shape_entries import resize_sizes_channel, shape_entry
 
 Mask = np.ndarray  # bool per channel, True = kept
 
@@ -121,6 +121,9 @@ def _broadcast_constants(node: onnx.NodeProto, s: Slicer) -> None:
 
 
 def _split(node: onnx.NodeProto, s: Slicer) -> None:
+    rank = len(s.shapes[node.input[0]])
+    if attribute(node, "axis", 0) not in (1, 1 - rank):
+        return  # along another axis every part has all the input's channels: the sizes stay
     masks = [s.masks.get(name) for name in node.output]
     if all(m is None or m.all() for m in masks) or any(m is None for m in masks):
         return
@@ -160,13 +163,13 @@ def _slice(node: onnx.NodeProto, s: Slicer) -> None:
     s.rewrite(node.input[2], new_ends)
 
 
-def _reshape(node: onnx.NodeProto, s: Slicer) -> None:
-    """A constant axis-1 entry of the target (perhaps inside run-time shape arithmetic) becomes
-    the kept channel count; the analysis made a Reshape whose entry cannot follow a barrier."""
-    mask = s.masks.get(node.output[0])
+def _follow_channels(s: Slicer, target: str, position: int, mask: Mask | None) -> None:
+    """A constant entry `position` of shape tensor `target` (perhaps inside run-time shape
+    arithmetic) that holds the channel count becomes the kept channel count; the analysis made
+    a node whose entry cannot follow a barrier."""
     if mask is None or mask.all():
         return
-    entry = shape_entry(s.index, s.shapes, node.input[1], 1)
+    entry = shape_entry(s.index, s.shapes, target, position)
     if entry is None or not entry.constant:
         return  # read from the pruned tensor's shape at run time
     array = s.index.array(entry.tensor)
@@ -175,6 +178,17 @@ def _reshape(node: onnx.NodeProto, s: Slicer) -> None:
     new = array.copy()
     new.reshape(-1)[entry.position] = int(mask.sum())
     s.rewrite(entry.tensor, new)
+
+
+def _reshape(node: onnx.NodeProto, s: Slicer) -> None:
+    _follow_channels(s, node.input[1], 1, s.masks.get(node.output[0]))
+
+
+def _resize(node: onnx.NodeProto, s: Slicer) -> None:
+    """Constant `sizes` hold the channel count (scales do not)."""
+    position = resize_sizes_channel(node, len(s.shapes[node.input[0]]))
+    if position is not None:
+        _follow_channels(s, node.input[3], position, s.masks.get(node.output[0]))
 
 
 SLICERS: dict[str, Callable[[onnx.NodeProto, Slicer], None]] = {
@@ -187,5 +201,6 @@ SLICERS: dict[str, Callable[[onnx.NodeProto, Slicer], None]] = {
     "Split": _split,
     "Slice": _slice,
     "Reshape": _reshape,
+    "Resize": _resize,
     **{op: _broadcast_constants for op in ("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu")},
 }

@@ -389,7 +389,10 @@ def _global_lp_pool(ctx: NodeContext) -> list[Any]:
 
 
 def _size(ctx: NodeContext) -> list[Any]:
-    return [ctx.call(size_of, ctx.x(0))]
+    x = ctx.x(0)
+    if isinstance(x, Sym):  # the Size of a shape tensor: its length, known now
+        return [Sym([1 if x.scalar else len(x.items)], scalar=True)]
+    return [ctx.call(size_of, x)]
 
 
 def _global_pool(ctx: NodeContext) -> list[Any]:
@@ -596,7 +599,13 @@ def _resize(ctx: NodeContext) -> list[Any]:
         kwargs["scale_factor"] = scales[2:]
     if mode == "nearest":
         nearest_mode = ctx.attr("nearest_mode", "round_prefer_floor")
-        if ctx.op == "Upsample" or (transform == "asymmetric" and nearest_mode == "floor") or ctx.opset < 11:
+        # at an integer upscale a half-pixel centre lies strictly within half a pixel of the
+        # source pixel floor picks, so rounding either way is floor (an opset-9 Upsample
+        # upgraded to Resize-13 gets the default half_pixel/round_prefer_floor)
+        whole = sizes is None and all(scale >= 1 and float(scale).is_integer() for scale in scales[2:])
+        half_pixel_round = transform in ("half_pixel", "pytorch_half_pixel") and nearest_mode.startswith("round")
+        if ctx.op == "Upsample" or (transform == "asymmetric" and nearest_mode == "floor") or ctx.opset < 11 or \
+                (whole and half_pixel_round):
             kwargs["mode"] = "nearest"
         elif transform in ("half_pixel", "pytorch_half_pixel") and nearest_mode == "round_prefer_ceil":
             kwargs["mode"] = "nearest-exact"
