@@ -16,7 +16,7 @@ import onnx
 
 from onnxwootz.passes.channel_state import ChannelState
 from onnxwootz.passes.graph_index import attribute
-from onnxwootz.passes.shape_entries import resize_sizes_channel, shape_entry
+from onnxwootz.passes.shape_entries import channel_count_escapes, resize_sizes_channel, shape_entry
 
 Rule = Callable[[onnx.NodeProto, ChannelState], None]
 
@@ -308,9 +308,12 @@ def squeeze_unsqueeze(node: onnx.NodeProto, st: ChannelState) -> None:
     pass_through(node, st)
 
 
-def no_channels(node: onnx.NodeProto, st: ChannelState) -> None:
-    """Shape reads only the tensor's shape: nothing to tie, nothing flows on (a Reshape target
-    or Resize sizes that take the channel count from it are checked by their rules)."""
+def shape(node: onnx.NodeProto, st: ChannelState) -> None:
+    """Shape reads only the tensor's shape: nothing to tie, nothing flows on. A Reshape target
+    or Resize sizes that take the channel count from it are checked by their rules; used in any
+    other way the count is a value that pruning would change, so the channels are kept."""
+    if st.ids.get(node.input[0]) is not None and channel_count_escapes(st.index, st.shapes, node):
+        st.barrier(node, "the channel count it reads is used as a value")
 
 
 def size(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -336,7 +339,7 @@ RULES: dict[str, Rule] = {
     "Transpose": transpose,
     "Squeeze": squeeze_unsqueeze,
     "Unsqueeze": squeeze_unsqueeze,
-    "Shape": no_channels,
+    "Shape": shape,
     "Size": size,
     **{op: pass_through for op in PER_CHANNEL_UNARY},
     **{op: elementwise for op in ELEMENTWISE},

@@ -78,6 +78,78 @@ def shape_entry(index: GraphIndex, shapes: dict[str, list[int]], name: str, posi
             return None
 
 
+_ARITHMETIC = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Floor", "Ceil", "Neg", "Abs"}
+_ROUTES = {"Gather", "Slice", "Concat", "Cast", "Identity", "Squeeze", "Unsqueeze", *_ARITHMETIC}
+"""Ops that carry a shape tensor's entries (or values computed from them) on to a small output."""
+_CHECKED_SLOTS = {("Reshape", 1), ("Resize", 3)}
+"""A Reshape target and Resize sizes: their channel rules check the channel entry they read."""
+_LENGTH_ONLY = {"Shape", "Size"}
+"""Ops that read a shape tensor's length, never its values."""
+
+
+def channel_count_escapes(index: GraphIndex, shapes: dict[str, list[int]], node) -> bool:
+    """Whether the channel count a Shape node reads (entry 1 of its input's shape) may reach
+    anything but a Reshape target or Resize sizes: used as a value (a scale, a Range bound), it
+    would change what the pruned graph computes. Followed through the ops that route or compute
+    shape values; where an entry's origin is lost on the way, the answer is yes."""
+    rank = len(shapes.get(node.input[0], []))
+    start, end = attribute(node, "start", 0), attribute(node, "end", rank)
+    start, end = (v + rank if v < 0 else v for v in (start, end))
+    if not start <= 1 < min(end, rank):
+        return False
+    todo, seen = [node.output[0]], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in index.graph_outputs and _may_hold(index, shapes, name, node.input[0]):
+            return True
+        for consumer in index.consumers.get(name, []):
+            slots = {(consumer.op_type, slot) for slot, x in enumerate(consumer.input) if x == name}
+            if slots <= _CHECKED_SLOTS or consumer.op_type in _LENGTH_ONLY:
+                continue
+            outputs = [output for output in consumer.output if output]
+            if consumer.op_type in _ROUTES and all(_length(shapes, output) is not None for output in outputs):
+                todo.extend(outputs)
+            elif _may_hold(index, shapes, name, node.input[0]):
+                return True
+    return False
+
+
+def _may_hold(index: GraphIndex, shapes: dict[str, list[int]], name: str, source: str) -> bool:
+    """Whether some entry of the small tensor `name` is, or may be computed from, the channel
+    count of `source`."""
+    length = _length(shapes, name)
+    return length is None or any(_reads_channel_count(index, shapes, name, position, source, 0)
+                                 for position in range(length))
+
+
+def _reads_channel_count(index: GraphIndex, shapes: dict[str, list[int]], name: str, position: int, source: str,
+                         depth: int) -> bool:
+    """Entry `position` of `name`: routed from Shape(source)[1], or computed (elementwise, with
+    broadcasting) from something that is; unknown origins count as yes."""
+    entry = shape_entry(index, shapes, name, position)
+    if entry is not None:
+        return not entry.constant and entry.tensor == source and entry.position == 1
+    if index.array(name) is not None:
+        return False  # a constant read by more than one node (shape_entry declines those)
+    node = index.producer.get(name)
+    if node is None or depth > 64:
+        return True
+    if node.op_type in _SAME_VALUES or node.op_type in ("Squeeze", "Unsqueeze"):
+        return _reads_channel_count(index, shapes, node.input[0], position, source, depth + 1)
+    if node.op_type not in _ARITHMETIC:
+        return True
+    for part in node.input:
+        length = _length(shapes, part)
+        if length is None:
+            return True
+        if _reads_channel_count(index, shapes, part, position if length > 1 else 0, source, depth + 1):
+            return True
+    return False
+
+
 def resize_sizes_channel(node, rank: int) -> int | None:
     """Which entry of a Resize's `sizes` input (opset 11+) holds the channel count, if any."""
     if node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:

@@ -377,6 +377,12 @@ def shape_channel_count_scaled(n: Net, a: str) -> str:
     return _out(n, n.op("Mul", a, n.op("Div", count, n.const([float(C)]))))
 
 
+def shape_spatial_size_scaled(n: Net, a: str) -> str:
+    """a * (Shape(a)[3] / 8): a spatial size used as a value does not tie the channels."""
+    width = n.op("Cast", n.op("Gather", n.op("Shape", a), n.ints(3), axis=0), to=TensorProto.FLOAT)
+    return _out(n, n.op("Mul", a, n.op("Div", width, n.const([8.0]))))
+
+
 def size_scaled(n: Net, a: str) -> str:
     """a * (Size(a) / 512): the element count enters the values."""
     count = n.op("Cast", n.op("Size", a), to=TensorProto.FLOAT)
@@ -478,11 +484,9 @@ CASES: dict[str, Case] = {
     "reducemean_channels": Case(reduce("ReduceMean", axes=(1,)), barrier=CHANNELS_KEPT, opset=18),
     "reducesum_channels": Case(reduce("ReduceSum", axes=(-3,)), barrier=CHANNELS_KEPT, opset=18),
     "size_scaled": Case(size_scaled, barrier="its element count counts the channels"),
-    "shape_channel_count_scaled": Case(shape_channel_count_scaled, marks=(pytest.mark.xfail(strict=True, reason=(
-        "defect: Shape's rule (no_channels) lets nothing flow and checks no consumer, so a channel count read by "
-        "Shape(a)[1] and used as a value (Cast -> Div -> Mul) is not a barrier: the pruned model scales by 4/8 "
-        "where the masked original scales by 8/8 (relative error 0.5); only Reshape targets and Resize sizes "
-        "check the entries they read")),)),
+    "shape_channel_count_scaled": Case(shape_channel_count_scaled,
+                                       barrier="the channel count it reads is used as a value"),
+    "shape_spatial_size_scaled": Case(shape_spatial_size_scaled),
     "size_of_shape": Case(size_of_shape),
     "grouped_conv": Case(grouped_conv, barrier="grouped conv (2 groups)"),
     "depthwise_conv": Case(depthwise_conv),
