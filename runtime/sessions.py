@@ -21,7 +21,7 @@ def cpu_session(model: onnx.ModelProto | bytes | str, threads: int = 0):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures reach the caller as exceptions; a tried-and-refused size is no news
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -43,15 +43,19 @@ def skeleton(model: onnx.ModelProto, keep) -> onnx.ModelProto:
     return out
 
 
+def is_weight(init: onnx.TensorProto) -> bool:
+    """A large float initializer (a weight), as opposed to a shape constant or Resize scales."""
+    return init.data_type in FLOAT_TYPES and int(np.prod(init.dims)) > 64
+
+
 def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with its large float initializers (weights) turned into typed graph inputs
     (shape, no data); small ones (shape constants, Resize scales) keep their values. Checking
     and shape inference on it cost the same as on the full model minus serializing the weights."""
-    weight = lambda init: init.data_type in FLOAT_TYPES and int(np.prod(init.dims)) > 64  # noqa: E731
-    probe = skeleton(model, lambda init: not weight(init))
+    probe = skeleton(model, lambda init: not is_weight(init))
     declared = {value.name for value in probe.graph.input}
     for init in model.graph.initializer:
-        if weight(init) and init.name not in declared:
+        if is_weight(init) and init.name not in declared:
             probe.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     return probe
 
