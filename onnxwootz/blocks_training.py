@@ -70,7 +70,7 @@ class BlockTrainer:
             pruned = prune_prepared(prepared, config, spec.granularity, spec.round_to)
             student_span, keeps = pruned.span_model(prepared, span)
             entries = tuple(value.name for value in student_span.graph.input)
-            if spec.pretrain_init == "lsq":
+            if spec.start() == "lsq":
                 targets = TeacherTargets(prepared.model, context.dataset.x_inputs[:RECONSTRUCTION_IMAGES],
                                          threads=torch.get_num_threads())
                 reconstruct_span(targets, student_span, entries, pruned.canonical_slices)

@@ -36,7 +36,23 @@ class CandidateEvaluator:
         arrays = first_writer([context.rundir.load_arrays(block_file(self.blockset.blocks[b])) for b in used])
         for name, full in arrays.items():
             replace_initializer(pruned.model, name, _take(full, pruned.canonical_slices.get(name, [])))
+        if self.blockset is None and context.spec.start() == "lsq":
+            self._refit(pruned)
         return pruned, used
+
+    def _refit(self, pruned) -> None:
+        """The fair baseline's start: every conv of the candidate that lost input channels refitted
+        by least squares to the teacher's output of the same conv, in graph order (the method's
+        block start, over the whole network, with no block training)."""
+        import torch
+
+        from onnxwootz.blocks_training import RECONSTRUCTION_IMAGES
+        from onnxwootz.runtime.reconstruction import TeacherTargets, reconstruct_span
+
+        teacher = self.context.prepared.model
+        targets = TeacherTargets(teacher, self.context.dataset.x_inputs[:RECONSTRUCTION_IMAGES],
+                                 threads=torch.get_num_threads())
+        reconstruct_span(targets, pruned.model, [teacher.graph.input[0].name], pruned.canonical_slices)
 
     def trial(self, candidate: int) -> tuple[TrialEvent, onnx.ModelProto | None]:
         """Assemble, evaluate, fine-tune if needed. Returns the trial (not journaled: the driver

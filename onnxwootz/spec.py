@@ -30,6 +30,8 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
 }
 """The spec fields that take one of a few words, and those words."""
+_OPTIONAL = {"finetune_loss", "pretrain_init"}
+"""Of those, the ones whose None means "chosen from the rest of the spec"."""
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_]\w*(?:@[0-9]*\.?[0-9]+)?)\s*>=\s*(?:(teacher)\s*-\s*)?([0-9]*\.?[0-9]+)\s*$")
 ANY_METRIC = "accuracy"
 """The constraint's word for whichever metric the run uses."""
@@ -78,7 +80,7 @@ class Spec:
     profile_budget: float | None = None  # summed single-unit drops per profile candidate, x the allowed drop; None: any
     blocks: str = "sequitur"
     pretrain: str = "lazy"
-    pretrain_init: str = "lsq"  # block start: least-squares refit of the readers of pruned channels, or plain L1
+    pretrain_init: str | None = None  # start: lsq (refit the readers of pruned channels) or l1; None: see start()
     pretrain_steps: int = 300
     pretrain_lr: float = 1e-2  # with the warm-up and the least-squares start; measured best on both tasks
     pretrain_weight_decay: float = 1e-4
@@ -112,7 +114,7 @@ class Spec:
         self.objective_key()
         Constraint.parse(self.constraint)
         for name, choices in CHOICES.items():
-            if getattr(self, name) not in choices and not (name == "finetune_loss" and self.finetune_loss is None):
+            if getattr(self, name) not in choices and not (name in _OPTIONAL and getattr(self, name) is None):
                 allowed = " or ".join(f"'{choice}'" for choice in choices)
                 raise BadSpecError(f"{name} must be {allowed}, got '{getattr(self, name)}'")
         for name in ("pretrain_steps", "finetune_steps", "eval_every", "batch"):
@@ -147,6 +149,12 @@ class Spec:
             raise BadSpecError(f"the constraint names metric '{named}' but the metric is '{self.metric}': "
                                f"write the constraint with '{self.metric}' or 'accuracy'")
         return metric
+
+    def start(self) -> str:
+        """How pruned weights start: `pretrain_init`, else least squares for the method's blocks and
+        L1 for the baseline (the paper's). `lsq` with the baseline refits every candidate's convs
+        that lost inputs from the teacher's tensors, without blocks: the fair baseline."""
+        return self.pretrain_init or ("l1" if self.baseline else "lsq")
 
     def objective_key(self) -> str:
         parts = self.objective.split()

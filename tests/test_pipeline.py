@@ -313,3 +313,16 @@ def test_profile_budget_keeps_every_candidates_summed_drops_within_its_multiple_
                     for unit, rate in zip(sensitivity["units"], config) if rate)
         assert total <= budget + 1e-9
     assert any(any(config) for config in configs)
+
+
+def test_fair_baseline_refits_every_candidate_from_the_teacher_without_blocks(tmp_path: Path) -> None:
+    """`--baseline --pretrain-init lsq`: the same candidates as the paper's baseline, each
+    assembled with its convs refitted by least squares (no block is trained), so they start far
+    closer to the teacher than L1-pruned ones."""
+    options = {**TINY, "finetune_steps": 0, "constraint": "accuracy >= 1.01", "baseline": True}
+    paper = onnxwootz.prune(TEACHER, run_dir=tmp_path / "paper", **options)
+    fair = onnxwootz.prune(TEACHER, run_dir=tmp_path / "fair", pretrain_init="lsq", **options)
+    assert [t.rates for t in fair.trials] == [t.rates for t in paper.trials]
+    assert fair.blocks_trained == 0 and all(not t.blocks for t in fair.trials)
+    pruned = [(f.accuracy_at_assembly, p.accuracy_at_assembly) for f, p in zip(fair.trials, paper.trials) if any(f.rates)]
+    assert pruned and all(f >= p for f, p in pruned) and sum(f - p for f, p in pruned) > 0.1

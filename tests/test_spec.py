@@ -86,3 +86,12 @@ def test_profile_budget_is_off_unless_asked_and_must_be_a_positive_number(bad) -
     assert load_spec(profile_budget=4).profile_budget == 4
     with pytest.raises(BadSpecError, match="profile_budget must be a positive number"):
         load_spec(profile_budget=bad)
+
+
+def test_weights_start_from_least_squares_for_the_method_and_l1_for_the_baseline_unless_asked() -> None:
+    assert load_spec().start() == "lsq"
+    assert load_spec(baseline=True).start() == "l1"
+    assert load_spec(baseline=True, pretrain_init="lsq").start() == "lsq"
+    assert load_spec(pretrain_init="l1").start() == "l1"
+    with pytest.raises(BadSpecError, match="pretrain_init"):
+        load_spec(pretrain_init="zero")

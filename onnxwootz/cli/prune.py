@@ -56,7 +56,9 @@ def prune(
                                                         "drop (damage taken as additive; default: no limit)."),
     pretrain_init: Optional[str] = typer.Option(None, "--pretrain-init",
                                                 help="lsq (least-squares refit of the convs that lost inputs, "
-                                                     "then training) | l1 (the paper: L1-pruned weights)."),
+                                                     "then training) | l1 (the paper: L1-pruned weights). Default: "
+                                                     "lsq, or l1 with --baseline; with --baseline, lsq refits every "
+                                                     "candidate (the fair baseline: no blocks)."),
     pretrain_steps: Optional[int] = typer.Option(None, "--pretrain-steps"),
     finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps"),
     finetune_loss: Optional[str] = typer.Option(None, "--finetune-loss",
