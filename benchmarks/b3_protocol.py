@@ -18,7 +18,8 @@ Settings: `defaults` (16 candidates, the abandon rule on, the task's unlabeled p
 factor changed at a time: `candidates=64`; `abandon=off` (`finetune_patience = 0`: no early
 stop on a plateau or after a first evaluation that is no better than assembly, in both modes);
 `images=same` (the pool removed, so pre-training and distillation see only the labelled
-training images the paper's baseline gets). Per setting and mode, 3 seeds: median and range
+training images the paper's baseline gets); `bn=frozen` (fine-tuning on BatchNorm's running
+statistics, `--finetune-bn frozen`, in every mode). Per setting and mode, 3 seeds: median and range
 of wall seconds, answer params, test accuracy, and the median change fine-tuning made to the
 assembled candidates it touched.
 
@@ -54,7 +55,7 @@ MODES: dict[str, list[str]] = {
     "baseline": ["--baseline"],
     "fair": ["--baseline", "--pretrain-init", "lsq", "--finetune-loss", "kd"],
 }
-SETTINGS = ("defaults", "candidates=64", "abandon=off", "images=same")
+SETTINGS = ("defaults", "candidates=64", "abandon=off", "images=same", "bn=frozen")
 
 
 def same_images(data: str, root: Path) -> str:
@@ -82,6 +83,8 @@ def cell_command(teacher: str, data: str, mode: str, setting: str, seed: int, al
         spec = root / "no-abandon.toml"
         spec.write_text("finetune_patience = 0\n")
         command += ["--spec", str(spec)]
+    elif setting == "bn=frozen":
+        command += ["--finetune-bn", "frozen"]
     elif setting not in ("defaults", "images=same"):
         raise SystemExit(f"unknown setting '{setting}'; use {', '.join(SETTINGS)}")
     return command

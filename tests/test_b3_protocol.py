@@ -34,6 +34,8 @@ def test_cells_are_the_prune_commands_of_each_mode_and_setting(tmp_path: Path) -
     assert wide[wide.index("--candidates") + 1] == "64"
     no_abandon = cell_command("t.onnx", data, "method", "abandon=off", 0, 0.01, tmp_path)
     assert Path(no_abandon[no_abandon.index("--spec") + 1]).read_text() == "finetune_patience = 0\n"
+    frozen = cell_command("t.onnx", data, "fair", "bn=frozen", 0, 0.01, tmp_path)
+    assert frozen[-2:] == ["--finetune-bn", "frozen"] and "--baseline" in frozen
     same = cell_command("t.onnx", data, "method", "images=same", 0, 0.01, tmp_path)
     with np.load(same[4]) as archive:
         assert sorted(archive.files) == ["x_train", "x_val", "y_train", "y_val"]
