@@ -19,7 +19,8 @@ factor changed at a time: `candidates=64`; `abandon=off` (`finetune_patience = 0
 stop on a plateau or after a first evaluation that is no better than assembly, in both modes);
 `images=same` (the pool removed, so pre-training and distillation see only the labelled
 training images the paper's baseline gets); `bn=frozen` (fine-tuning on BatchNorm's running
-statistics, `--finetune-bn frozen`, in every mode). Per setting and mode, 3 seeds: median and range
+statistics, `--finetune-bn frozen`, in every mode); `loss=kd` (distillation fine-tuning on every
+image in every mode). Per setting and mode, 3 seeds: median and range
 of wall seconds, answer params, test accuracy, and the median change fine-tuning made to the
 assembled candidates it touched.
 
@@ -55,7 +56,7 @@ MODES: dict[str, list[str]] = {
     "baseline": ["--baseline"],
     "fair": ["--baseline", "--pretrain-init", "lsq", "--finetune-loss", "kd"],
 }
-SETTINGS = ("defaults", "candidates=64", "abandon=off", "images=same", "bn=frozen")
+SETTINGS = ("defaults", "candidates=64", "abandon=off", "images=same", "bn=frozen", "loss=kd")
 
 
 def same_images(data: str, root: Path) -> str:
@@ -85,6 +86,8 @@ def cell_command(teacher: str, data: str, mode: str, setting: str, seed: int, al
         command += ["--spec", str(spec)]
     elif setting == "bn=frozen":
         command += ["--finetune-bn", "frozen"]
+    elif setting == "loss=kd":
+        command += ["--finetune-loss", "kd"]
     elif setting not in ("defaults", "images=same"):
         raise SystemExit(f"unknown setting '{setting}'; use {', '.join(SETTINGS)}")
     return command
