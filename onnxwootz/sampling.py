@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 _ENUMERATE_LIMIT = 20_000  # spaces this small are listed in full instead of sampled
 _DRAWS_PER_CONFIG = 30  # sampling budget once every size bin has a candidate
-_BUDGET_DRAWS_PER_CONFIG = 4 * _DRAWS_PER_CONFIG  # the profile sampler's last resort under a drop budget
+_MAX_DRAWS_PER_CONFIG = 4 * _DRAWS_PER_CONFIG  # the profile sampler gives up there (a drop budget can leave fewer)
 
 
 def sample_configurations(n: int, n_units: int, rates: Sequence[float],
@@ -221,7 +221,7 @@ def sample_profile_configurations(n: int, drops: Sequence[Mapping[float, float]]
     rng = random.Random(seed)
     seen: dict[tuple[float, ...], float] = {}
     draws = 0
-    while len(seen) < wanted and draws < _BUDGET_DRAWS_PER_CONFIG * n:
+    while len(seen) < wanted and draws < _MAX_DRAWS_PER_CONFIG * n:
         level = rng.randrange(levels)
         uniform = draws >= _DRAWS_PER_CONFIG * n
         steps = []
