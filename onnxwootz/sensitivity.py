@@ -4,8 +4,9 @@ L1-pruned at each rate, with no training. Pruning-rate search tools start from t
 sampler (onnxwootz.sampling.sample_profile_configurations) draws configurations around it.
 
 Cost: one ONNX Runtime evaluation of the teacher plus units x rates evaluations of L1-pruned
-copies on the validation images. With refit images (what `prune` passes when blocks start from
-least squares, its default) each pruned copy first gets its block's least-squares start, so
+copies on the validation images. With refit images (what `prune` passes with `profile_init
+lsq`) each pruned copy first gets its block's least-squares start (the teacher's tensors
+computed once per unit, for all its rates: runtime.reconstruction.TeacherTargets), so
 the profile measures what the method starts from: L1 alone overstates the damage of a chain
 unit, whose pruned channels are read by the next module's conv (a PP-OCRv4 recognizer unit at
 0.2: 0.01 exact strings L1-pruned, 0.99 refitted), and the sampler would leave it out. The metric is top-1 accuracy against class labels, or, with
