@@ -74,7 +74,9 @@ class BlockTrainer:
                 targets = TeacherTargets(prepared.model, context.dataset.x_inputs[:RECONSTRUCTION_IMAGES],
                                          threads=torch.get_num_threads())
                 reconstruct_span(targets, student_span, entries, pruned.canonical_slices)
-            students.append(Student(block_file(block), TorchGraph(student_span), entries, tuple(span.exits), tuple(keeps)))
+            axes = tuple(prepared.analysis.channel_axis(name, len(prepared.shapes[name])) for name in span.exits)
+            students.append(Student(block_file(block), TorchGraph(student_span), entries, tuple(span.exits),
+                                    tuple(keeps), axes))
             pruned_of[block_file(block)] = pruned
         if self._taps is None:
             self._taps = TeacherTaps(prepared.model, plan.boundaries, context.x_inputs, context.device)

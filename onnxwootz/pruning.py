@@ -62,8 +62,10 @@ class PrunedModel:
         shapes, keeps = dict(prepared.shapes), []
         for exit_ in span.exits:
             keep = self.kept_channels(prepared, exit_)
-            if keep is not None and len(keep) < prepared.shapes[exit_][1]:
-                shapes[exit_] = [shapes[exit_][0], len(keep), *shapes[exit_][2:]]
+            shape = prepared.shapes[exit_]
+            axis = prepared.analysis.channel_axis(exit_, len(shape))
+            if keep is not None and len(keep) < shape[axis]:
+                shapes[exit_] = [*shape[:axis], len(keep), *shape[axis + 1:]]
                 keeps.append(keep)
             else:
                 keeps.append(None)
@@ -156,8 +158,9 @@ def _pruned_shapes(prepared: PreparedModel, model: onnx.ModelProto, removed: np.
     shapes = dict(prepared.shapes)
     for name, ids in prepared.analysis.ids.items():
         shape = shapes.get(name)
-        if shape is not None and len(shape) > 1 and shape[1] == len(ids):
-            shapes[name] = [shape[0], int((~removed[ids]).sum()), *shape[2:]]
+        axis = prepared.analysis.channel_axis(name, len(shape)) if shape is not None else 1
+        if shape is not None and len(shape) > 1 and shape[axis] == len(ids):
+            shapes[name] = [*shape[:axis], int((~removed[ids]).sum()), *shape[axis + 1:]]
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
     return shapes

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import onnx
 
-from onnxwootz.passes.channel_rules import DOMAIN_RULES, RULES
+from onnxwootz.passes.channel_rules import CHANNELS_LAST_RULES, DOMAIN_RULES, RULES
 from onnxwootz.passes.channel_state import ChannelState
 from onnxwootz.passes.graph_index import GraphIndex
 
@@ -50,6 +50,11 @@ class ChannelAnalysis:
     split_outputs: list[str]
     flatten_reshapes: set[str]
     atom_count: int
+    channels_last: set[str] = dataclasses.field(default_factory=set)  # ids on the last axis
+
+    def channel_axis(self, name: str, rank: int) -> int:
+        """The axis that tensor `name` (of `rank`) holds its channels on."""
+        return rank - 1 if name in self.channels_last else 1
 
     def group_of_tensor(self, name: str) -> list[int]:
         ids = self.ids.get(name)
@@ -92,8 +97,13 @@ def analyze_channels(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> Ch
     for node in model.graph.node:
         standard = node.domain in ("", "ai.onnx")
         rule = RULES.get(node.op_type) if standard else DOMAIN_RULES.get((node.domain, node.op_type))
+        channels_last = any(name in st.channels_last for name in node.input)
+        if channels_last:
+            rule = CHANNELS_LAST_RULES.get(node.op_type) if standard else None
         unknown = next((out for out in node.output if out and out not in shapes), None)
-        if rule is None:
+        if rule is None and channels_last:
+            st.barrier(node, "reads a channels-last tensor in a way the analysis does not follow")
+        elif rule is None:
             domain = "" if standard else f" (domain '{node.domain}')"
             st.barrier(node, f"op not known to the channel analysis{domain}")
         elif unknown is not None:
@@ -145,4 +155,5 @@ def _build_groups(st: ChannelState) -> ChannelAnalysis:
     for group in groups:
         if group.kept_reason is None and not group.producers:
             group.kept_reason = "no prunable filters"
-    return ChannelAnalysis(st.ids, groups, atom_group, atom_channel, st.split_outputs, st.flatten_reshapes, count)
+    return ChannelAnalysis(st.ids, groups, atom_group, atom_channel, st.split_outputs, st.flatten_reshapes, count,
+                           st.channels_last)

@@ -20,10 +20,13 @@ from onnxwootz.passes.shape_entries import channel_count_escapes, resize_sizes_c
 
 Rule = Callable[[onnx.NodeProto, ChannelState], None]
 
-PER_CHANNEL_UNARY = {
+ELEMENT_UNARY = {
     "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus",
     "Exp", "Cast", "Dropout", "Identity", "Neg", "Abs", "Sqrt", "Reciprocal", "Erf", "Gelu", "Mish",
     "Softsign", "Celu", "ThresholdedRelu", "Floor", "Ceil", "Round", "Log", "Sin", "Cos",
+}
+"""Element by element: the channels stay on whatever axis holds them."""
+PER_CHANNEL_UNARY = ELEMENT_UNARY | {
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
     "BatchNormalization", "InstanceNormalization",
 }
@@ -58,17 +61,27 @@ def conv(node: onnx.NodeProto, st: ChannelState) -> None:
         st.barrier(node, "weights are not constant")
         return
     group = attribute(node, "group", 1)
-    c_out, c_in = weight.shape[0], weight.shape[1] * group
+    c_out, per_group_in = weight.shape[0], weight.shape[1]
     out = st.fresh(node, np.abs(weight).reshape(c_out, -1).sum(axis=1))
     st.ids[node.output[0]] = out
     if group == 1:
         return
-    if group == c_in == c_out:
-        st.tie(x, out)  # depthwise: channel c in is channel c out
+    per_group_out = c_out // group
+    if per_group_in == 1:
+        # each group reads one channel (depthwise, or a channel multiplier): a group is its
+        # input channel and its filters, removed whole; the group count follows
+        for position in range(per_group_out):
+            st.tie(x, out[position::per_group_out])
         return
-    reason = f"grouped conv ({group} groups)"
-    st.keep(x, reason, node)
-    st.keep(out, reason, node)
+    # groups that mix channels keep their count and lose the same positions (Torch-Pruning's
+    # rule): position j of every group is one channel, on the input and on the output
+    _tie_across_groups(st, x, group)
+    _tie_across_groups(st, out, group)
+
+
+def _tie_across_groups(st: ChannelState, ids: np.ndarray, group: int) -> None:
+    rows = ids.reshape(group, -1)
+    st.tie(np.tile(rows[0], group - 1), rows[1:].reshape(-1))
 
 
 def conv_transpose(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -145,23 +158,29 @@ def reduction(node: onnx.NodeProto, st: ChannelState) -> None:
 
 
 def elementwise(node: onnx.NodeProto, st: ChannelState) -> None:
+    _elementwise(node, st, channels_last=False)
+
+
+def _elementwise(node: onnx.NodeProto, st: ChannelState, channels_last: bool) -> None:
+    """Operands that span the channel axis are tied; constants along it are sliced with it."""
     out_shape = st.shapes.get(node.output[0])
     if not out_shape or len(out_shape) < 2:
         if any(st.ids.get(name) is not None for name in node.input):
             st.barrier(node, "output has no channel axis")
         return
-    channels = out_shape[1]
+    axis = len(out_shape) - 1 if channels_last else 1
+    channels = out_shape[axis]
     full: list[np.ndarray] = []
     for name in node.input:
         if not name:
             continue
         shape = st.shapes.get(name, [])
         offset = len(out_shape) - len(shape)
-        size = shape[1 - offset] if 0 <= 1 - offset < len(shape) else 1
+        size = shape[axis - offset] if 0 <= axis - offset < len(shape) else 1
         ids = st.ids.get(name)
         if size == 1 and channels != 1:
             continue  # broadcast along channels: no tie
-        if ids is not None and len(ids) == channels:
+        if ids is not None and len(ids) == channels and (name in st.channels_last) == channels_last:
             full.append(ids)
         elif not st.index.is_constant(name):
             st.barrier(node, f"operand '{name}' has unknown channels")
@@ -172,6 +191,8 @@ def elementwise(node: onnx.NodeProto, st: ChannelState) -> None:
     for other in full[1:]:
         st.tie(full[0], other)
     st.ids[node.output[0]] = full[0]
+    if channels_last:
+        st.channels_last.add(node.output[0])
 
 
 def concat(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -289,11 +310,51 @@ def _channel_entry_follows(st: ChannelState, node: onnx.NodeProto, target: str, 
 
 
 def transpose(node: onnx.NodeProto, st: ChannelState) -> None:
+    """Keeps the channels in place, or moves them to the last axis (NCHW -> NHWC, where
+    CHANNELS_LAST_RULES take over) and back."""
     perm = attribute(node, "perm")
+    rank = _rank(st, node.input[0])
     if perm is not None and list(perm[:2]) == [0, 1]:
         pass_through(node, st)
-    elif st.ids.get(node.input[0]) is not None:
+    elif st.ids.get(node.input[0]) is None:
+        return
+    elif perm is not None and rank is not None and list(perm) == [0, *range(2, rank), 1]:
+        pass_through(node, st)
+        st.channels_last.add(node.output[0])
+    else:
         st.barrier(node, "transpose moves the channel axis")
+
+
+def channels_last_transpose(node: onnx.NodeProto, st: ChannelState) -> None:
+    perm = attribute(node, "perm")
+    rank = _rank(st, node.input[0])
+    if perm is not None and rank is not None and list(perm) == [0, rank - 1, *range(1, rank - 1)]:
+        pass_through(node, st)  # back to channels first
+    elif perm is not None and rank is not None and perm[0] == 0 and perm[-1] == rank - 1:
+        pass_through(node, st)
+        st.channels_last.add(node.output[0])
+    else:
+        st.barrier(node, "transpose moves the channels of a channels-last tensor")
+
+
+def channels_last_unary(node: onnx.NodeProto, st: ChannelState) -> None:
+    pass_through(node, st)
+    st.channels_last.add(node.output[0])
+
+
+def channels_last_elementwise(node: onnx.NodeProto, st: ChannelState) -> None:
+    _elementwise(node, st, channels_last=True)
+
+
+def channels_last_matmul(node: onnx.NodeProto, st: ChannelState) -> None:
+    """x[..., C] @ W[C, N] (a Linear on an NHWC tensor): contracts the channels, mints N new
+    filters on the last axis."""
+    weight = st.index.array(node.input[1])
+    if weight is None or weight.ndim != 2 or node.input[0] not in st.channels_last:
+        st.barrier(node, "multiplies a channels-last tensor by a computed matrix")
+        return
+    st.ids[node.output[0]] = st.fresh(node, np.abs(weight).sum(axis=0))
+    st.channels_last.add(node.output[0])
 
 
 def squeeze_unsqueeze(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -345,6 +406,20 @@ RULES: dict[str, Rule] = {
     **{op: elementwise for op in ELEMENTWISE},
     **{op: reduction for op in REDUCTIONS},
 }
+
+def channels_last_layer_norm(node: onnx.NodeProto, st: ChannelState) -> None:
+    st.barrier(node, "normalizes over the channels (pruning would change its statistics)")
+
+
+CHANNELS_LAST_RULES: dict[str, Rule] = {
+    "Transpose": channels_last_transpose,
+    "LayerNormalization": channels_last_layer_norm,
+    "MatMul": channels_last_matmul,
+    **{op: channels_last_unary for op in ELEMENT_UNARY},
+    **{op: channels_last_elementwise for op in ELEMENTWISE},
+}
+"""The rules for a node that reads a channels-last tensor (channels on the last axis, as in a
+ConvNeXt block's MLP); such a node with no entry here is a barrier."""
 
 DOMAIN_RULES: dict[tuple[str, str], Rule] = {
     ("com.microsoft", "Gelu"): pass_through,  # ONNX Runtime's contrib Gelu: elementwise, erf form

@@ -24,6 +24,7 @@ class ChannelState:
         self.producer_names: list[str] = []
         self.ties: list[tuple[np.ndarray, np.ndarray]] = []
         self.kept: list[tuple[np.ndarray, str, str]] = []
+        self.channels_last: set[str] = set()  # tensors whose ids label the last axis, not axis 1
         self.count = 0
 
     def fresh(self, node: onnx.NodeProto | None, l1: np.ndarray, prunable: bool = True) -> np.ndarray:
@@ -54,9 +55,13 @@ class ChannelState:
             ids = self.ids.get(name)
             if ids is not None:
                 self.keep(ids, reason, node)
+        last_ranks = {len(self.shapes[name]) for name in node.input if name in self.channels_last}
         for name in node.output:
             shape = self.shapes.get(name)
-            if name and shape is not None and len(shape) >= 2:
+            if name and shape is not None and len(shape) in last_ranks:  # a channels-last result (LayerNorm)
+                ids = self.fresh(node, np.zeros(shape[-1]), prunable=False)
+                self.channels_last.add(name)
+            elif name and shape is not None and len(shape) >= 2:
                 ids = self.fresh(node, np.zeros(shape[1]), prunable=False)
             elif name and shape is None and _filter_count(node, self.index) is not None:
                 # a producer whose output shape nothing knows: its filters are listed as kept

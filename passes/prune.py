@@ -91,7 +91,7 @@ class FilterPrune(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         masks = {name: ~self.removed[ids] for name, ids in self.analysis.ids.items()}
-        slicer = Slicer(model, masks, self.shapes)
+        slicer = Slicer(model, masks, self.shapes, self.analysis.channels_last)
         slices = slicer.run()
         channels = {}
         for group in self.analysis.groups:

@@ -3,7 +3,7 @@ weights, per-channel constants and shape parameters of each node to match.
 
 Every weight or per-channel constant that is cut is recorded as a slice (axis, kept indices)
 under its initializer name; shape parameters (Split sizes, Slice bounds, Reshape targets,
-depthwise `group`) are rewritten but are not slices of data."""
+the `group` of convs that lose whole groups) are rewritten but are not slices of data."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ Mask = np.ndarray  # bool per channel, True = kept
 class Slicer:
     """Applies masks to one model in place and records the slices it made."""
 
-    def __init__(self, model: onnx.ModelProto, masks: dict[str, Mask], shapes: dict[str, list[int]]):
+    def __init__(self, model: onnx.ModelProto, masks: dict[str, Mask], shapes: dict[str, list[int]],
+                 channels_last: set[str] = frozenset()):
         self.model = model
         self.shapes = shapes
+        self.channels_last = channels_last  # tensors whose channels are on the last axis
         self.index = GraphIndex(model)
         self.masks = masks
         self.slices: dict[str, list[dict]] = {}
@@ -67,13 +69,13 @@ class Slicer:
 def _conv(node: onnx.NodeProto, s: Slicer) -> None:
     m_in, m_out = s.mask(node.input[0]), s.mask(node.output[0])
     group = attribute(node, "group", 1)
-    if group > 1:  # depthwise (input and output tied); grouped convs are kept whole
-        if m_out is not None:
-            s.cut(node.input[1], 0, m_out)
-            set_attribute(node, "group", int(m_out.sum()))
-    else:
-        s.cut(node.input[1], 0, m_out)
+    s.cut(node.input[1], 0, m_out)
+    if group == 1:
         s.cut(node.input[1], 1, m_in)
+    elif m_in is not None and len(m_in) == group:  # one input channel per group: whole groups went
+        set_attribute(node, "group", int(m_in.sum()))
+    elif m_in is not None:  # the same positions went from every group (the analysis tied them)
+        s.cut(node.input[1], 1, m_in.reshape(group, -1)[0])
     if len(node.input) > 2:
         s.cut(node.input[2], 0, m_out)
 
@@ -111,11 +113,12 @@ def _broadcast_constants(node: onnx.NodeProto, s: Slicer) -> None:
     if mask is None:
         return
     rank = len(s.shapes[node.output[0]])
+    channel_axis = rank - 1 if node.output[0] in s.channels_last else 1
     for name in node.input:
         array = s.index.array(name)
         if array is None:
             continue
-        axis = 1 - (rank - array.ndim)
+        axis = channel_axis - (rank - array.ndim)
         if 0 <= axis < array.ndim and array.shape[axis] == len(mask) and len(mask) > 1:
             s.cut(name, axis, mask)
 

@@ -36,14 +36,14 @@ def _attributes(node: onnx.NodeProto) -> dict:
 
 
 def refittable_convs(span: onnx.ModelProto, canonical_slices: dict[str, list[dict]]) -> list[onnx.NodeProto]:
-    """Plain (group 1, 2-D, constant-weight) convs of `span` that lost input channels, in graph order."""
+    """2-D constant-weight convs of `span` that lost input channels, in graph order (a grouped
+    conv loses the same positions from every group; a depthwise one never loses inputs alone)."""
     initializers = {init.name for init in span.graph.initializer}
     convs = []
     for node in span.graph.node:
         if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in initializers:
             continue
-        attributes = _attributes(node)
-        if attributes.get("group", 1) != 1 or len(attributes.get("kernel_shape", [1, 1])) != 2:
+        if len(_attributes(node).get("kernel_shape", [1, 1])) != 2:
             continue
         if any(entry["axis"] == 1 for entry in canonical_slices.get(node.input[1], [])):
             convs.append(node)
@@ -120,23 +120,28 @@ def reconstruct_span(targets: TeacherTargets, span: onnx.ModelProto, entries: Se
         bias_name = node.input[2] if len(node.input) > 2 and node.input[2] in weights else None
         keep_out = next((np.asarray(e["keep"]) for e in canonical_slices.get(weight_name, []) if e["axis"] == 0), None)
         student = cpu_session(with_outputs(span, [node.input[0]]), targets.threads)
-        gram = rhs = None
+        groups = _attributes(node).get("group", 1)
+        sums: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         rows = 0
         for start in targets.starts():
             values = targets.values(start, needed)
             target = values[node.output[0]] if keep_out is None else values[node.output[0]][:, keep_out]
             (inputs,) = student.run(None, {name: values[name] for name in span_inputs})
-            columns = _columns(torch.from_numpy(inputs), node, weight.shape[2:])
-            batch_gram, batch_rhs = _normal_equations(columns, torch.from_numpy(target).flatten(2), bias_name is not None)
-            gram = batch_gram if gram is None else gram + batch_gram
-            rhs = batch_rhs if rhs is None else rhs + batch_rhs
-            rows += columns.shape[0] * columns.shape[2]
-            if rows >= ROWS_PER_UNKNOWN * len(gram):
+            # each group is its own least-squares problem: its inputs to its filters
+            per_group = zip(torch.from_numpy(inputs).chunk(groups, 1), torch.from_numpy(target).flatten(2).chunk(groups, 1))
+            batch = [_normal_equations(_columns(x, node, weight.shape[2:]), y, bias_name is not None) for x, y in per_group]
+            sums = batch if sums is None else [(a + c, b + d) for (a, b), (c, d) in zip(sums, batch)]
+            rows += int(np.prod(target.shape)) // target.shape[1]
+            if rows >= ROWS_PER_UNKNOWN * len(sums[0][0]):
                 break
-        ridge = RIDGE * float(gram.diagonal().mean()) + 1e-12
-        solution = torch.linalg.solve(gram + ridge * torch.eye(len(gram), dtype=gram.dtype), rhs)
+        solution = torch.cat([_ridge_solve(gram, rhs) for gram, rhs in sums], 1)  # unknowns x filters
         if bias_name:
             replace_initializer(span, bias_name, solution[-1].float().numpy())
             solution = solution[:-1]
         replace_initializer(span, weight_name, np.ascontiguousarray(solution.T.reshape(weight.shape).float().numpy()))
     return len(convs)
+
+
+def _ridge_solve(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    ridge = RIDGE * float(gram.diagonal().mean()) + 1e-12
+    return torch.linalg.solve(gram + ridge * torch.eye(len(gram), dtype=gram.dtype), rhs)

@@ -241,6 +241,12 @@ def average_pool_padded(x: torch.Tensor, pads: list[int], kernel: list[int], str
     return summed / pool(ones, kernel, strides, 0, ceil_mode, True)
 
 
+def layer_norm(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, axis: int, eps: float) -> torch.Tensor:
+    """LayerNormalization over the dims from `axis` on, its scale and bias broadcast to them."""
+    shape = tuple(x.shape[axis:])
+    return F.layer_norm(x, shape, scale.expand(shape), None if bias is None else bias.expand(shape), eps)
+
+
 def batch_norm_untracked(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor | None,
                          bias: torch.Tensor | None, training: bool, eps: float) -> torch.Tensor:
     """BatchNorm whose mean/var are not running-stat buffers (computed, or tied to weights by
@@ -536,6 +542,12 @@ def _batch_norm(ctx: NodeContext) -> list[Any]:
 
 def _instance_norm(ctx: NodeContext) -> list[Any]:
     return [ctx.call(F.instance_norm, ctx.x(0), None, None, ctx.x(1), ctx.x(2), True, 0.0, ctx.attr("epsilon", 1e-5))]
+
+
+def _layer_norm(ctx: NodeContext) -> list[Any]:
+    if any(out for out in ctx.node.output[1:]):
+        ctx.fail("mean and inverse-deviation outputs are not supported")
+    return [ctx.call(layer_norm, ctx.x(0), ctx.x(1), ctx.x(2), ctx.attr("axis", -1), ctx.attr("epsilon", 1e-5))]
 
 
 def _lrn(ctx: NodeContext) -> list[Any]:
@@ -881,6 +893,7 @@ OPS: dict[str, Converter] = {
     "Elu": _elu, "Selu": _selu, "Gelu": _gelu,
     "Softmax": _softmax, "LogSoftmax": _softmax,
     "BatchNormalization": _batch_norm, "InstanceNormalization": _instance_norm, "LRN": _lrn,
+    "LayerNormalization": _layer_norm,
     "MaxPool": _pool, "AveragePool": _pool,
     "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "LpPool": _lp_pool, "GlobalLpPool": _global_lp_pool,
     "ReduceMean": _reduce, "ReduceMax": _reduce, "ReduceSum": _reduce, "ReduceMin": _reduce,

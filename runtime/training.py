@@ -88,16 +88,19 @@ def predict(view: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.T
 @dataclasses.dataclass
 class Student:
     """A pruned block to train: reads teacher tensors `entries` (the view's inputs, in order)
-    and imitates `exits` (its outputs, in order), each at its `keeps` channels (None: all)."""
+    and imitates `exits` (its outputs, in order), each at its `keeps` channels (None: all) on its
+    channel axis (`axes`: 1, or the last axis of a channels-last exit)."""
 
     key: str
     view: TorchGraph
     entries: tuple[str, ...]
     exits: tuple[str, ...]
     keeps: tuple[np.ndarray | None, ...] = ()
+    axes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.keeps = self.keeps or (None,) * len(self.exits)
+        self.axes = self.axes or (1,) * len(self.exits)
 
     @property
     def boundary(self) -> set[str]:
@@ -209,8 +212,8 @@ def _imitation(student: Student, outputs: dict[str, torch.Tensor], keeps: tuple[
     it imitates, narrowed to the channels the block keeps."""
     with autocast_context(device, autocast):
         predictions = _as_tuple(student.view(*(outputs[name] for name in student.entries)))
-    targets = [outputs[name] if keep is None else outputs[name].index_select(1, keep)
-               for name, keep in zip(student.exits, keeps)]
+    targets = [outputs[name] if keep is None else outputs[name].index_select(axis, keep)
+               for name, keep, axis in zip(student.exits, keeps, student.axes)]
     return [(prediction.float(), target) for prediction, target in zip(predictions, targets)]
 
 

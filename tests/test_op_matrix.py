@@ -351,11 +351,42 @@ def conv_transpose(n: Net, a: str) -> str:
 
 
 def grouped_conv(n: Net, a: str) -> str:
-    return _out(n, n.conv(a, C, C, group=2))
+    """2 groups of 4 -> 2 groups of 6: each group loses the same positions."""
+    return _out(n, n.op("Relu", n.conv(a, 12, C, group=2)), 12)
+
+
+def grouped_chain(n: Net, a: str) -> str:
+    """ResNeXt's 1x1 -> grouped 3x3 -> 1x1, the grouped conv's output pruned too."""
+    grouped = n.op("Relu", n.conv(a, C, C, group=4))
+    return _out(n, n.op("Relu", n.conv(grouped, C, C, group=2)))
+
+
+def channel_multiplier(n: Net, a: str) -> str:
+    """Depthwise with 2 filters per channel (group = C, 2C outputs): groups go whole."""
+    return _out(n, n.op("Relu", n.conv(a, 2 * C, C, group=C)), 2 * C)
 
 
 def depthwise_conv(n: Net, a: str) -> str:
     return _out(n, n.op("Relu", n.conv(a, C, C, group=C)))
+
+
+def convnext_mlp(n: Net, a: str) -> str:
+    """ConvNeXt's block MLP on an NHWC view: Linear C -> 2C, GELU, Linear 2C -> C, layer scale."""
+    nhwc = n.op("Transpose", a, perm=[0, 2, 3, 1])
+    up = n.op("Add", n.op("MatMul", nhwc, n.const(n.rng.standard_normal((C, 2 * C)) * 0.3)),
+              n.const(n.rng.standard_normal(2 * C) * 0.1))
+    gelu = n.op("Mul", n.op("Mul", up, n.op("Add", n.op("Erf", n.op("Div", up, n.const(1.4142135))), n.const(1.0))),
+                n.const(0.5))
+    down = n.op("MatMul", gelu, n.const(n.rng.standard_normal((2 * C, C)) * 0.3))
+    scaled = n.op("Mul", down, n.per_channel(0.5, 1.5, (C,)))
+    return _out(n, n.op("Transpose", scaled, perm=[0, 3, 1, 2]))
+
+
+def channels_last_reduce(n: Net, a: str) -> str:
+    """A ReduceMean over the last axis of an NHWC view averages the channels."""
+    nhwc = n.op("Transpose", a, perm=[0, 2, 3, 1])
+    mean = n.op("ReduceMean", nhwc, n.ints(-1), keepdims=1)
+    return _out(n, n.op("Transpose", n.op("Sub", nhwc, mean), perm=[0, 3, 1, 2]))
 
 
 def layer_norm_nhwc(n: Net, a: str) -> str:
@@ -473,7 +504,9 @@ CASES: dict[str, Case] = {
     "channel_shuffle": Case(channel_shuffle, barrier="reshape regroups the channel axis"),
     "transpose_hw": Case(transpose_hw),
     # channels tracked on axis 1 only: an NHWC round trip is kept (a missed opportunity, correct)
-    "transpose_nhwc_round_trip": Case(transpose_nhwc, barrier="transpose moves the channel axis"),
+    "transpose_nhwc_round_trip": Case(transpose_nhwc),
+    "convnext_mlp": Case(convnext_mlp),
+    "channels_last_reduce": Case(channels_last_reduce, barrier="reads a channels-last tensor", opset=18),
     "unsqueeze_squeeze": Case(unsqueeze_squeeze),
     "unsqueeze_channel_axis": Case(unsqueeze_channel_axis, barrier="touches the batch or channel axis"),
     "conv_transpose": Case(conv_transpose),
@@ -488,14 +521,13 @@ CASES: dict[str, Case] = {
                                        barrier="the channel count it reads is used as a value"),
     "shape_spatial_size_scaled": Case(shape_spatial_size_scaled),
     "size_of_shape": Case(size_of_shape),
-    "grouped_conv": Case(grouped_conv, barrier="grouped conv (2 groups)"),
+    "grouped_conv": Case(grouped_conv),
+    "grouped_chain": Case(grouped_chain),
+    "channel_multiplier": Case(channel_multiplier),
     "depthwise_conv": Case(depthwise_conv),
-    # LayerNormalization has no rule (normalizing over the channels couples them); in NHWC the
-    # Transpose in front of it is the first barrier
-    "layernorm_nhwc": Case(layer_norm_nhwc, barrier="transpose moves the channel axis",
-                           torch_refuses="unsupported op LayerNormalization"),
-    "layernorm_nchw": Case(layer_norm_nchw, barrier="op not known to the channel analysis",
-                           torch_refuses="unsupported op LayerNormalization"),
+    # LayerNormalization over the channels couples them: kept (in NCHW it has no rule at all)
+    "layernorm_nhwc": Case(layer_norm_nhwc, barrier="normalizes over the channels"),
+    "layernorm_nchw": Case(layer_norm_nchw, barrier="op not known to the channel analysis"),
 }
 
 

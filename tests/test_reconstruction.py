@@ -21,15 +21,15 @@ TEACHER = Path(__file__).resolve().parents[1] / "models" / "digits_resnet.onnx"
 OPSET = [helper.make_opsetid("", 17)]
 
 
-def _two_convs(first: np.ndarray, second: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
-    """x -> conv (first) -> relu -> conv (second, bias) -> y."""
+def _two_convs(first: np.ndarray, second: np.ndarray, bias: np.ndarray, group: int = 1) -> onnx.ModelProto:
+    """x -> conv (first) -> relu -> conv (second, bias, `group` groups) -> y."""
     inits = [numpy_helper.from_array(first, "c1.w"), numpy_helper.from_array(second, "c2.w"),
              numpy_helper.from_array(bias, "c2.b")]
     nodes = [helper.make_node("Conv", ["x", "c1.w"], ["h"], pads=[1, 1, 1, 1], name="c1"),
              helper.make_node("Relu", ["h"], ["r"], name="relu"),
-             helper.make_node("Conv", ["r", "c2.w", "c2.b"], ["y"], pads=[1, 1, 1, 1], name="c2")]
+             helper.make_node("Conv", ["r", "c2.w", "c2.b"], ["y"], pads=[1, 1, 1, 1], group=group, name="c2")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 6, 6])], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", len(second), 6, 6])], inits)
     return helper.make_model(graph, opset_imports=OPSET, ir_version=8)
 
 
@@ -50,6 +50,24 @@ def test_a_redundant_channel_is_reconstructed_exactly() -> None:
     student = _two_convs(first[:3], np.ascontiguousarray(second[:, :3]), bias)
     slices = {"c1.w": [{"axis": 0, "keep": [0, 1, 2]}], "c2.w": [{"axis": 1, "keep": [0, 1, 2]}]}
     assert [node.name for node in refittable_convs(student, slices)] == ["c2"]
+    x = rng.standard_normal((64, 2, 6, 6)).astype(np.float32)
+    target = cpu_session(teacher).run(None, {"x": x})[0]
+    assert _relative_error(student, "x", x, target) > 0.05
+    assert reconstruct_span(TeacherTargets(teacher, x, batch=16), student, ["x"], slices) == 1
+    assert _relative_error(student, "x", x, target) < 1e-4
+
+
+def test_a_grouped_conv_is_reconstructed_group_by_group() -> None:
+    """A 2-group conv loses position 1 of each group (channels 1 and 3), each half of the
+    group's channel 0: every group's own least squares absorbs its removed channel exactly."""
+    rng = np.random.default_rng(2)
+    first = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    first[1], first[3] = 0.5 * first[0], 0.5 * first[2]
+    second = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    teacher = _two_convs(first, second, bias, group=2)
+    student = _two_convs(first[[0, 2]], np.ascontiguousarray(second[:, :1]), bias, group=2)
+    slices = {"c1.w": [{"axis": 0, "keep": [0, 2]}], "c2.w": [{"axis": 1, "keep": [0]}]}
     x = rng.standard_normal((64, 2, 6, 6)).astype(np.float32)
     target = cpu_session(teacher).run(None, {"x": x})[0]
     assert _relative_error(student, "x", x, target) > 0.05
