@@ -20,7 +20,8 @@ stop on a plateau or after a first evaluation that is no better than assembly, i
 `images=same` (the pool removed, so pre-training and distillation see only the labelled
 training images the paper's baseline gets); `bn=frozen` (fine-tuning on BatchNorm's running
 statistics, `--finetune-bn frozen`, in every mode); `loss=kd` (distillation fine-tuning on every
-image in every mode). Per setting and mode, 3 seeds: median and range
+image in every mode); `lr=X` (the fine-tuning learning rate). Factors combine with `+`
+(`loss=kd+lr=3e-5`). Per setting and mode, 3 seeds: median and range
 of wall seconds, answer params, test accuracy, and the median change fine-tuning made to the
 assembled candidates it touched.
 
@@ -69,27 +70,47 @@ def same_images(data: str, root: Path) -> str:
     return str(path)
 
 
+FLAGS = {"candidates=64": ["--candidates", "64"], "bn=frozen": ["--finetune-bn", "frozen"],
+         "loss=kd": ["--finetune-loss", "kd"]}
+SPEC_LINES = {"abandon=off": "finetune_patience = 0"}
+
+
+def factors(setting: str) -> list[str]:
+    """A setting is `defaults` or factors joined by `+` (`loss=kd+lr=3e-5`); `lr=X` sets the
+    fine-tuning learning rate."""
+    parts = [] if setting == "defaults" else setting.split("+")
+    for part in parts:
+        if part not in FLAGS and part not in SPEC_LINES and part != "images=same" and not _learning_rate(part):
+            raise SystemExit(f"unknown setting '{part}'; use {', '.join(SETTINGS)}, lr=X, or factors joined by +")
+    return parts
+
+
+def _learning_rate(part: str) -> float | None:
+    name, _, value = part.partition("=")
+    try:
+        return float(value) if name == "lr" else None
+    except ValueError:
+        return None
+
+
 def cell_command(teacher: str, data: str, mode: str, setting: str, seed: int, alpha: float,
                  root: Path) -> list[str]:
     """The `onnxwootz prune` command line of one cell."""
-    run_dir = root / f"{Path(teacher).stem}-{setting.replace('=', '')}-{mode}-s{seed}"
-    if setting == "images=same":
+    parts = factors(setting)
+    run_dir = root / f"{Path(teacher).stem}-{setting.replace('=', '').replace('+', '-')}-{mode}-s{seed}"
+    if "images=same" in parts:
         data = same_images(data, root)
     command = ["onnxwootz", "prune", teacher, "--data", data, "--run-dir", str(run_dir), "--fresh", "--json",
                "--seed", str(seed), "--constraint", f"accuracy >= teacher - {alpha:g}",
                "--output", str(run_dir / "answer.onnx"), *MODES[mode]]
-    if setting == "candidates=64":
-        command += ["--candidates", "64"]
-    elif setting == "abandon=off":
-        spec = root / "no-abandon.toml"
-        spec.write_text("finetune_patience = 0\n")
+    spec_lines = [SPEC_LINES[part] for part in parts if part in SPEC_LINES]
+    spec_lines += [f"finetune_lr = {rate!r}" for part in parts if (rate := _learning_rate(part))]
+    for part in parts:
+        command += FLAGS.get(part, [])
+    if spec_lines:
+        spec = root / f"{setting.replace('=', '').replace('+', '-')}.toml"
+        spec.write_text("".join(f"{line}\n" for line in spec_lines))
         command += ["--spec", str(spec)]
-    elif setting == "bn=frozen":
-        command += ["--finetune-bn", "frozen"]
-    elif setting == "loss=kd":
-        command += ["--finetune-loss", "kd"]
-    elif setting not in ("defaults", "images=same"):
-        raise SystemExit(f"unknown setting '{setting}'; use {', '.join(SETTINGS)}")
     return command
 
 
@@ -174,9 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     options = parser.parse_args(argv)
     tasks, settings, modes = (options.tasks.split(","), options.settings.split(","), options.modes.split(","))
     seeds = [int(s) for s in options.seeds.split(",")]
-    unknown = sorted(set(modes) - set(MODES)) + sorted(set(settings) - set(SETTINGS))
+    unknown = sorted(set(modes) - set(MODES))
     if unknown:
-        raise SystemExit(f"unknown mode or setting: {', '.join(unknown)}")
+        raise SystemExit(f"unknown mode: {', '.join(unknown)}")
+    for setting in settings:
+        factors(setting)
     alpha = options.alpha / 100
     cells: dict[str, dict[str, Any]] = {}
     if options.out.exists() and not options.fresh:

@@ -40,8 +40,12 @@ def test_cells_are_the_prune_commands_of_each_mode_and_setting(tmp_path: Path) -
     with np.load(same[4]) as archive:
         assert sorted(archive.files) == ["x_train", "x_val", "y_train", "y_val"]
     assert same_images(data, tmp_path) == same[4]
-    with pytest.raises(SystemExit, match="unknown setting"):
-        cell_command("t.onnx", data, "method", "images=more", 0, 0.01, tmp_path)
+    combined = cell_command("t.onnx", data, "method", "loss=kd+lr=3e-5+abandon=off", 0, 0.01, tmp_path)
+    assert combined[combined.index("--finetune-loss") + 1] == "kd"
+    assert Path(combined[combined.index("--spec") + 1]).read_text() == "finetune_patience = 0\nfinetune_lr = 3e-05\n"
+    for bad in ("images=more", "lr=fast", "loss=kd+bn=thawed"):
+        with pytest.raises(SystemExit, match="unknown setting"):
+            cell_command("t.onnx", data, "method", bad, 0, 0.01, tmp_path)
 
 
 def test_summary_gives_medians_ranges_and_the_ratio_to_the_method() -> None:
