@@ -8,7 +8,7 @@ The answer's test accuracy is read against the same drop from the teacher's test
 
 Modes (the same images, the same candidates, the same seed in a cell):
 - `method`: the tool's defaults (blocks pre-trained by distillation from their least-squares
-  start, candidates assembled from them, distillation fine-tuning when the data has a pool);
+  start, candidates assembled from them, distillation fine-tuning);
 - `baseline`: the paper's (`--baseline`: L1-pruned candidates fine-tuned on the labels);
 - `fair`: the strongest baseline without blocks (`--baseline --pretrain-init lsq
   --finetune-loss kd`: each candidate's convs refitted by least squares from the teacher's

@@ -115,7 +115,7 @@ def open_run(model: Path, data: str | None, spec: Spec, run_dir: str | os.PathLi
                            f"model takes {input_shape[1:]}")
     output_names = [output.name for output in teacher.graph.output]
     metric = _choose_metric(spec, prepared, dataset, metric_function)
-    finetune_loss = spec.finetune_loss or ("ce" if metric.labels == "class" else "kd")
+    finetune_loss = spec.loss(metric.labels == "class")
     if finetune_loss == "ce" and dataset.labels != "class":
         raise BadSpecError(f"finetune_loss 'ce' needs class-index labels but the data has "
                            f"{dataset.labels or 'no'} labels: use --finetune-loss kd")

@@ -47,7 +47,11 @@ def test_users_model_fields_load_from_toml(tmp_path: Path) -> None:
     spec = load_spec(path)
     assert spec.metric_name() == "map_iou@0.5" and spec.input_shape == [1, 3, 64, 64]
     assert json.loads(spec.preprocess)["size"] == [64, 64]
-    assert load_spec().finetune_loss is None  # chosen from the metric: ce for top1, kd otherwise
+    assert load_spec().finetune_loss is None  # chosen by loss(): kd, ce for the baseline on class labels
+    assert load_spec().loss(class_labels=True) == "kd"
+    assert load_spec(baseline=True).loss(class_labels=True) == "ce"
+    assert load_spec(baseline=True).loss(class_labels=False) == "kd"
+    assert load_spec(baseline=True, finetune_loss="kd").loss(class_labels=True) == "kd"
     for bad, fragment in (({"input_shape": [1, 0, 8]}, "input_shape must be positive"),
                           ({"metric": "iou"}, "unknown metric 'iou'")):
         with pytest.raises(BadSpecError, match=fragment):

@@ -63,7 +63,8 @@ def prune(
     finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps"),
     finetune_loss: Optional[str] = typer.Option(None, "--finetune-loss",
                                                 help="ce (labels, the paper) | kd (distill the teacher's outputs on "
-                                                     "every image, labelled or not; both modes)."),
+                                                     "every image, labelled or not). Default: kd, or ce with "
+                                                     "--baseline on a top1 metric."),
     finetune_bn: Optional[str] = typer.Option(None, "--finetune-bn",
                                               help="batch (BatchNorm on each batch's statistics, train mode) | "
                                                    "frozen (on the running statistics: steadier on small batches)."),
