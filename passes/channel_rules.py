@@ -51,6 +51,12 @@ def _constant_ints(st: ChannelState, node: onnx.NodeProto, attr: str, input_inde
     return None
 
 
+def _magnitude(weight: np.ndarray) -> np.ndarray:
+    """|weight|, written over the array when it can be: index.array reads afresh on every call,
+    so the array is this rule's own, and a large weight is not held twice."""
+    return np.abs(weight, out=weight) if weight.flags.writeable else np.abs(weight)
+
+
 def conv(node: onnx.NodeProto, st: ChannelState) -> None:
     weight = st.index.array(node.input[1])
     x = st.ids.get(node.input[0])
@@ -59,7 +65,7 @@ def conv(node: onnx.NodeProto, st: ChannelState) -> None:
         return
     group = attribute(node, "group", 1)
     c_out, c_in = weight.shape[0], weight.shape[1] * group
-    out = st.fresh(node, np.abs(weight).reshape(c_out, -1).sum(axis=1))
+    out = st.fresh(node, _magnitude(weight).reshape(c_out, -1).sum(axis=1))
     st.ids[node.output[0]] = out
     if group == 1:
         return
@@ -78,7 +84,7 @@ def conv_transpose(node: onnx.NodeProto, st: ChannelState) -> None:
         st.barrier(node, "grouped or dynamic ConvTranspose")
         return
     c_out = weight.shape[1]
-    st.ids[node.output[0]] = st.fresh(node, np.abs(weight).transpose(1, 0, 2, 3).reshape(c_out, -1).sum(axis=1))
+    st.ids[node.output[0]] = st.fresh(node, _magnitude(weight).transpose(1, 0, 2, 3).reshape(c_out, -1).sum(axis=1))
 
 
 def gemm(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -92,7 +98,7 @@ def gemm(node: onnx.NodeProto, st: ChannelState) -> None:
     if _rank(st, node.input[0]) != 2:
         st.barrier(node, "input is not 2-D")
         return
-    st.ids[node.output[0]] = st.fresh(node, np.abs(rows).sum(axis=1))
+    st.ids[node.output[0]] = st.fresh(node, _magnitude(rows).sum(axis=1))
 
 
 def pass_through(node: onnx.NodeProto, st: ChannelState) -> None:
