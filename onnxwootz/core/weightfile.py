@@ -39,13 +39,17 @@ def _stamp(path: Path) -> str:
     return f"{status.st_size}:{status.st_mtime_ns}"
 
 
-def _refer(tensor: onnx.TensorProto, path: Path, offset: int, length: int) -> None:
+def _point(tensor: onnx.TensorProto, location: str, offset: int, length: int, **more: str) -> None:
+    """Make `tensor` external data at `location` (and the further external-data keys `more`)."""
     del tensor.external_data[:]
     tensor.ClearField("raw_data")
     tensor.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", str(path)), ("offset", str(offset)), ("length", str(length)),
-                       (STAMP, _stamp(path))):
+    for key, value in {"location": location, "offset": str(offset), "length": str(length), **more}.items():
         tensor.external_data.add(key=key, value=value)
+
+
+def _refer(tensor: onnx.TensorProto, path: Path, offset: int, length: int) -> None:
+    _point(tensor, str(path), offset, length, **{STAMP: _stamp(path)})
 
 
 def is_reference(tensor: onnx.TensorProto) -> bool:
@@ -255,6 +259,5 @@ def write_external(model: onnx.ModelProto, data: BinaryIO, location: str) -> onn
             write_all(data, raw)
         stub = out.graph.initializer.add()
         copy_fields(tensor, stub, {"raw_data", "external_data", "data_location"})
-        external_data_helper.set_external_data(stub, location, offset, data.tell() - offset)
-        stub.data_location = onnx.TensorProto.EXTERNAL
+        _point(stub, location, offset, data.tell() - offset)
     return out
