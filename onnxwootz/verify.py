@@ -44,8 +44,9 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 def _onnxruntime_model(model: onnx.ModelProto, slices: dict[str, list[dict]] | None
                        ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """What ONNX Runtime runs: the weight-free graph and the weights to feed it, with the plan's
-    removed slices zeroed when `slices` is given (each weight masked in the one copy read)."""
+    """What ONNX Runtime runs: the weight-free graph and the weights to feed it (as read: mapped
+    from their files when they are references), with the plan's removed slices zeroed when
+    `slices` is given (a masked weight is the one copy made of it)."""
     light, weights = _weights_as_inputs(model)
     if slices is not None:
         targets = plan_targets(model, slices)
@@ -53,8 +54,8 @@ def _onnxruntime_model(model: onnx.ModelProto, slices: dict[str, list[dict]] | N
         ones = divisors(model)
         for name, entries in targets.items():
             if name in weights:
-                weights[name] = zero_removed(np.require(weights[name], requirements=["W"]), entries,
-                                             float(name in ones), in_place=True)
+                weights[name] = zero_removed(weights[name], entries, float(name in ones),
+                                             out=np.empty_like(weights[name]))
     return light, weights
 
 

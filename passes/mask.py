@@ -35,24 +35,30 @@ def divisors(model: onnx.ModelProto) -> set[str]:
     return {node.input[1] for node in model.graph.node if node.op_type == "Div" and len(node.input) > 1}
 
 
-def zero_removed(array: np.ndarray, entries: list[dict], fill: float = 0.0, in_place: bool = False) -> np.ndarray:
+def zero_removed(array: np.ndarray, entries: list[dict], fill: float = 0.0,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """A copy of `array` with every element that some entry's axis does not keep set to zero
     (or `fill`; an element survives only if it is kept on every sliced axis): one multiply by
     a 0/1 mask over the axes up to the last sliced one (a conv weight: filters x input channels).
-    `in_place`: the same values written into `array` itself (writable), one multiply per
-    sliced axis, for a caller that holds the only copy of a large weight."""
-    if not entries or not array.size:
-        return array if in_place else array.copy()
-    if in_place:
+    `out` (of the array's shape and dtype): the same values written there, one multiply per
+    sliced axis and no mask the size of a 2-D weight, for a caller that reads a large weight
+    from its file and keeps only the masked copy."""
+    if out is not None:
+        source = array
         for entry in entries:
             shape = [1] * array.ndim
             shape[entry["axis"]] = -1
-            np.multiply(array, _kept(array, entry).reshape(shape), out=array)
+            np.multiply(source, _kept(array, entry).reshape(shape), out=out)
+            source = out
+        if source is not out:
+            out[...] = array
         if fill:
             for entry in entries:
                 removed = np.flatnonzero(_kept(array, entry) == 0)
-                array[(slice(None),) * entry["axis"] + (removed,)] = fill
-        return array
+                out[(slice(None),) * entry["axis"] + (removed,)] = fill
+        return out
+    if not entries or not array.size:
+        return array.copy()
     lead = array.shape[:max(entry["axis"] for entry in entries) + 1]
     mask = np.ones(lead, dtype=array.dtype)
     for entry in entries:

@@ -115,7 +115,9 @@ def refer_external(model: onnx.ModelProto, folder: Path) -> None:
 
 
 def read_array(tensor: onnx.TensorProto) -> np.ndarray:
-    """The tensor's values; a reference is read from its file into a new (writable) array."""
+    """The tensor's values, read-only (as numpy_helper.to_array gives them): a reference is
+    mapped from its file, so a pass that reads a part of a weight, or reads it block by block,
+    brings only that part into memory, and nothing is copied until a pass makes a new array."""
     if not is_reference(tensor):
         return numpy_helper.to_array(tensor)
     path, offset, length = _where(tensor)
@@ -123,7 +125,9 @@ def read_array(tensor: onnx.TensorProto) -> np.ndarray:
     count = int(np.prod(tensor.dims, dtype=np.int64))
     if count * dtype.itemsize != length:
         raise BadModelError(f"weight '{tensor.name}' has {length} bytes of data for {count} {dtype} values")
-    return np.fromfile(path, dtype=dtype, count=count, offset=offset).reshape(tuple(tensor.dims))
+    if not count:
+        return np.zeros(tuple(tensor.dims), dtype)
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(tensor.dims)))
 
 
 def _read_bytes(tensor: onnx.TensorProto) -> bytes:
