@@ -183,22 +183,25 @@ def _data_bytes(tensor: onnx.TensorProto) -> int:
     return tensor.ByteSize()
 
 
+_PLAIN = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+          onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
+          onnx.TensorProto.INT32, onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64,
+          onnx.TensorProto.BOOL}
+"""Types whose raw data is one fixed-size value after another (not packed bits, not strings)."""
+
+
 def _numeric_size(tensor: onnx.TensorProto) -> int | None:
-    """The raw_data bytes a tensor of one-byte-or-wider numbers has by its dims (None: another kind)."""
-    if tensor.data_type in _PACKED or tensor.data_type == onnx.TensorProto.STRING:
+    """The raw_data bytes a tensor of a plain type has by its dims (None: another type)."""
+    if tensor.data_type not in _PLAIN:
         return None
     itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
     return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
 
 
-_PACKED = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4, onnx.TensorProto.FLOAT4E2M1}
-"""Types whose raw data packs several values in a byte."""
-
-
 def stored_apart(model: onnx.ModelProto, path: str | os.PathLike[str]) -> bool:
     """Whether some weight of the model loaded from `path` lies in another file (external data)."""
-    own = str(Path(path).resolve())
-    return any(is_reference(t) and _where(t)[0] != Path(own) for t in model.graph.initializer)
+    own = Path(path).resolve()
+    return any(is_reference(t) and _where(t)[0] != own for t in model.graph.initializer)
 
 
 def _parts(tensor: onnx.TensorProto) -> tuple[bytes, bytes, int] | None:
@@ -206,13 +209,12 @@ def _parts(tensor: onnx.TensorProto) -> tuple[bytes, bytes, int] | None:
     after it, and the size of the whole; None for a tensor written as it is."""
     if is_reference(tensor):
         length = _where(tensor)[2]
-    elif tensor.HasField("raw_data") and (length := _numeric_size(tensor)) is not None \
-            and length >= SMALLEST_EXTERNAL:
-        pass
     else:
-        return None
+        length = _numeric_size(tensor) if tensor.HasField("raw_data") else None
+        if length is None or length < SMALLEST_EXTERNAL:
+            return None
     clean = onnx.TensorProto()
-    copy_fields(tensor, clean, {"raw_data", "external_data", "data_location"})
+    copy_fields(tensor, clean, {"raw_data", "external_data", "data_location"} if is_reference(tensor) else {"raw_data"})
     head, tail = wire.split(clean, _RAW_DATA)
     head += wire.tag(_RAW_DATA) + wire.varint(length)
     return head, tail, len(head) + length + len(tail)
