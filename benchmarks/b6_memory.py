@@ -46,7 +46,10 @@ WIDE = 14336
 
 
 def measure(job: str, source: Path, target: Path, rate: float, external: bool) -> dict[str, float]:
-    """Peak RSS and wall seconds of one job in its own process."""
+    """Peak RSS and wall seconds of one job in its own process (writing `target` afresh: onnx
+    appends external data to a data file that is there)."""
+    for old in (target, target.with_name(target.name + ".data")):
+        old.unlink(missing_ok=True)
     lines = JOBS[job].splitlines()
     imports = "\n".join(line for line in lines if line.startswith("import"))
     body = "\n".join(line for line in lines if not line.startswith("import"))
