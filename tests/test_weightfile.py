@@ -113,3 +113,17 @@ def test_apply_on_external_data_writes_external_data_and_the_same_model(tmp_path
         x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
         outputs[stored] = cpu_session(str(target)).run(None, {"x": x})[0]
     assert np.array_equal(outputs[_embedded], outputs[_external])
+
+
+def test_a_file_that_carries_the_reference_key_is_refused(tmp_path: Path) -> None:
+    """A reference skips the external-data location checks (this loader made it), so a file
+    that brings its own, pointing outside its folder, must not load as one."""
+    model = _model()
+    forged = model.graph.initializer[0]
+    weightfile._point(forged, "/etc/passwd", 0, 16 * 27 * 4, **{weightfile.STAMP: "1:1"})
+    path = tmp_path / "forged.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(BadModelError, match="internal weight-reference key"):
+        load_model(path, lazy=True)
+    with pytest.raises(BadModelError):
+        load_model(path)

@@ -48,6 +48,8 @@ def load_model(path: str | os.PathLike[str], canonical_opset: bool = True, lazy:
         raise BadModelError(f"not a file: {path}")
     try:
         model = weightfile.load(path) if lazy else onnx.load(str(path), load_external_data=False)
+    except BadModelError:
+        raise
     except Exception as exc:  # protobuf DecodeError and friends
         raise BadModelError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:

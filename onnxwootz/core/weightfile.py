@@ -86,6 +86,10 @@ def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
     not its weights."""
     path = Path(path).resolve()
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+        if buffer.find(STAMP.encode()) >= 0:
+            # a reference is trusted to point where this loader put it: one read from a file
+            # could point anywhere, past the external-data location checks
+            raise BadModelError(f"{path} holds onnxwootz's internal weight-reference key '{STAMP}'")
         pieces = []
         for field, begin, start, stop in wire.fields(buffer, 0, len(buffer)):
             if field != _GRAPH:
