@@ -82,7 +82,7 @@ def analyze(model: ModelSource, input_shape: Sequence[int] | None = None, granul
     """Analyze a model (path or ModelProto) for pruning."""
     from onnxwootz.core.onnx_helpers import onnx_opset, real_inputs
 
-    prepared = prepare(model, input_shape)
+    prepared = prepare(model, input_shape, lazy=True)
     m = prepared.model
     plan = prepared.units(granularity)
     heaviest = sorted(prepared.costs, key=lambda c: (c.macs, c.params), reverse=True)[:top]

@@ -42,19 +42,22 @@ class PreparedModel:
         return self._units[granularity]
 
 
-def load_source(source: ModelSource) -> tuple[onnx.ModelProto, str]:
-    """A path (loaded safely) or an in-memory model (copied, opset brought up)."""
+def load_source(source: ModelSource, lazy: bool = False) -> tuple[onnx.ModelProto, str]:
+    """A path (loaded safely; with `lazy`, its weights left in their files) or an in-memory
+    model (copied, opset brought up)."""
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(source)
         if onnx_opset(model) < CANONICAL_OPSET:
             model = upgrade_opset(model, CANONICAL_OPSET)
         return model, model.graph.name or "model"
-    return load_model(source), str(source)
+    return load_model(source, lazy=lazy), str(source)
 
 
-def prepare(source: ModelSource, input_shape: Sequence[int] | None = None) -> PreparedModel:
-    model, label = load_source(source)
+def prepare(source: ModelSource, input_shape: Sequence[int] | None = None, lazy: bool = False) -> PreparedModel:
+    """`lazy`: the weights of a model read from a file stay there (core/weightfile.py), for
+    commands that read them once and write a model (analyze, apply)."""
+    model, label = load_source(source, lazy)
     model = canonicalize(model)
     feed = input_shapes(model, input_shape)
     shapes = static_shapes(model, feed)

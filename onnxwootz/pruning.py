@@ -16,6 +16,7 @@ from onnxwootz.core.atomic import write_json
 from onnxwootz.core.errors import BadSpecError
 from onnxwootz.core.modelio import save_model
 from onnxwootz.core.results import Result
+from onnxwootz.core.weightfile import stored_apart
 from onnxwootz.counting import count
 from onnxwootz.passes.base import PassManager
 from onnxwootz.passes.export import export_options
@@ -171,20 +172,23 @@ def apply(model: ModelSource, rate: float | None = None, config: ConfigSource | 
           plan: str | os.PathLike[str] | None = None, input_shape: Sequence[int] | None = None,
           fold_bn: bool = False, opset: int | None = None) -> ApplyResult:
     """Prune `model` by a uniform `rate` or a `config`; write OUT and PLAN.json when given.
-    Export options: fold BatchNorm into the preceding convs, convert to a target opset. Before
+    Export options: fold BatchNorm into the preceding convs, convert to a target opset. The
+    weights stay in the input's files until written (core/weightfile.py); a model whose weights
+    were stored as external data is written with external data too. Before
     anything is written the result is checked against the masked original (onnxwootz.verify):
     a PruningError when it fails; `verified` says what checked it."""
     if (rate is None) == (config is None):
         raise BadSpecError("give exactly one of --rate or --config")
     if round_to < 1:
         raise BadSpecError(f"--round-to must be a positive integer, got {round_to}")
-    prepared = prepare(model, input_shape)
+    prepared = prepare(model, input_shape, lazy=True)
     resolved = resolve_config(prepared, granularity, rate if rate is not None else config)
     pruned = prune_prepared(prepared, resolved, granularity, round_to)
     final = export_options(pruned.model, fold_bn, opset) if fold_bn or opset else pruned.model
     verification = verify_pruned(prepared.model, final, pruned.canonical_slices, prepared.feed_shapes)
     if output is not None:
-        save_model(final, output)
+        apart = not isinstance(model, onnx.ModelProto) and stored_apart(prepared.model, model)
+        save_model(final, output, external=True if apart else None)
     if plan is not None:
         write_json(plan, {"schema": PLAN_SCHEMA, "config": pruned.config, "slices": pruned.slices})
     return ApplyResult(

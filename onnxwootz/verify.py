@@ -9,10 +9,10 @@ import dataclasses
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnxwootz.core.errors import PruningError, first_line
 from onnxwootz.core.onnx_helpers import dummy_feed, set_dims, without_weights
+from onnxwootz.core.weightfile import materialized, read_array
 from onnxwootz.passes.mask import ZeroRemoved, divisors, plan_targets, zero_removed
 
 TOLERANCE = 1e-3
@@ -32,7 +32,7 @@ def _weights_as_inputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[st
     takes to serialize and load."""
     light = without_weights(model)
     kept = {init.name for init in light.graph.initializer}
-    return light, {init.name: numpy_helper.to_array(init) for init in model.graph.initializer if init.name not in kept}
+    return light, {init.name: read_array(init) for init in model.graph.initializer if init.name not in kept}
 
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -42,20 +42,30 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return model
 
 
-def _run_onnxruntime(model: onnx.ModelProto, feed: dict[str, np.ndarray], slices: dict[str, list[dict]] | None,
-                     extra: list[str]) -> dict[str, np.ndarray]:
-    """Outputs of `model` by name, and the tensors `extra` (with the plan's removed slices
-    zeroed when `slices` is given), its inputs declared with the feed's shapes (the check may
-    run at a smaller size)."""
-    from onnxwootz.runtime.sessions import cpu_session
-
+def _onnxruntime_model(model: onnx.ModelProto, slices: dict[str, list[dict]] | None
+                       ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """What ONNX Runtime runs: the weight-free graph and the weights to feed it (as read: mapped
+    from their files when they are references), with the plan's removed slices zeroed when
+    `slices` is given (a masked weight is the one copy made of it)."""
     light, weights = _weights_as_inputs(model)
     if slices is not None:
         targets = plan_targets(model, slices)
         ZeroRemoved({name: entries for name, entries in targets.items() if name not in weights})(light)
         ones = divisors(model)
-        weights.update({name: zero_removed(weights[name], entries, float(name in ones))
-                        for name, entries in targets.items() if name in weights})
+        for name, entries in targets.items():
+            if name in weights:
+                weights[name] = zero_removed(weights[name], entries, float(name in ones),
+                                             out=np.empty_like(weights[name]))
+    return light, weights
+
+
+def _run_onnxruntime(runnable: tuple[onnx.ModelProto, dict[str, np.ndarray]], feed: dict[str, np.ndarray],
+                     extra: list[str]) -> dict[str, np.ndarray]:
+    """Outputs by name, and the tensors `extra`, the inputs declared with the feed's shapes (the
+    check may run at a smaller size)."""
+    from onnxwootz.runtime.sessions import cpu_session
+
+    light, weights = runnable
     for value in light.graph.input:
         if value.name in feed:
             set_dims(value, list(feed[value.name].shape))
@@ -65,16 +75,23 @@ def _run_onnxruntime(model: onnx.ModelProto, feed: dict[str, np.ndarray], slices
     return dict(zip(names, session.run(names, {**feed, **weights})))
 
 
-def _run_reference(model: onnx.ModelProto, feed: dict[str, np.ndarray], slices: dict[str, list[dict]] | None,
-                   extra: list[str]) -> dict[str, np.ndarray]:
-    from onnx.reference import ReferenceEvaluator
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+def _reference_model(model: onnx.ModelProto, slices: dict[str, list[dict]] | None) -> onnx.ModelProto:
+    """The model with its weights read in (and the removed slices zeroed when `slices` is given)."""
+    copy = materialized(model)
     if slices is not None:
         ZeroRemoved(slices)(copy)
-    evaluator = ReferenceEvaluator(_with_outputs(copy, extra))
+    return copy
+
+
+def _run_reference(model: onnx.ModelProto, feed: dict[str, np.ndarray], extra: list[str]) -> dict[str, np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(_with_outputs(model, extra))
     return dict(zip(evaluator.output_names, evaluator.run(None, feed)))
+
+
+RUNTIMES = (("onnxruntime", _onnxruntime_model, _run_onnxruntime), ("reference", _reference_model, _run_reference))
+"""Name, what a model becomes to run there, and how it runs at one input."""
 
 
 MIN_SIDE = 32
@@ -119,26 +136,27 @@ def squashed_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, float]]:
 def verify_pruned(original: onnx.ModelProto, pruned: onnx.ModelProto, slices: dict[str, list[dict]],
                   feed_shapes: dict[str, list[int]]) -> Verification:
     """Raise PruningError when the pruned model does not load, run, or match the masked
-    original; otherwise say which runtime showed it (or why none could)."""
+    original; otherwise say which runtime showed it (or why none could). The masked original
+    is released before the pruned model is built, so the two are never held at once."""
     tensors = {name for node in pruned.graph.node for name in node.output}
     squashed = {out: entry for out, entry in squashed_outputs(original).items() if entry[0] in tensors}
     extra = [logits for logits, _ in squashed.values()]
     reasons = []
-    for name, run in (("onnxruntime", _run_onnxruntime), ("reference", _run_reference)):
+    for name, build, run in RUNTIMES:
         sizes = _check_sizes(feed_shapes) if name == "onnxruntime" else [feed_shapes]
-        for shapes in sizes:
-            last = shapes is sizes[-1]
-            feed = dummy_feed(original, shapes, seed=0)
+        feeds = [dummy_feed(original, shapes, seed=0) for shapes in sizes]
+        first = 0
+        while True:
+            found = _expected(build, run, original, slices, feeds[first:], extra)
+            if isinstance(found, str):
+                reasons.append(f"{name}: {found}")
+                break
+            at, expected = found[0] + first, found[1]
             try:
-                expected = run(original, feed, slices, extra)
-            except Exception as exc:  # the original does not run here: a larger size, or the next runtime
-                if last:
-                    reasons.append(f"{name}: {first_line(exc)}")
-                continue
-            try:
-                actual = run(pruned, feed, None, extra)
+                actual = run(build(pruned, None), feeds[at], extra)
             except Exception as exc:
-                if not last:
+                if at < len(sizes) - 1:  # perhaps a larger size runs
+                    first = at + 1
                     continue
                 raise PruningError(f"the pruned model does not run in {name} ({first_line(exc)}); "
                                    "nothing written") from None
@@ -146,6 +164,22 @@ def verify_pruned(original: onnx.ModelProto, pruned: onnx.ModelProto, slices: di
                 _compare(value.name, actual, expected, squashed.get(value.name), name)
             return Verification(name)
     return Verification(None, "; ".join(reasons))
+
+
+def _expected(build, run, original: onnx.ModelProto, slices: dict[str, list[dict]],
+              feeds: list[dict[str, np.ndarray]], extra: list[str]) -> tuple[int, dict[str, np.ndarray]] | str:
+    """The masked original's outputs at the first of `feeds` it runs at, with that feed's
+    position; or why it runs at none (the error at the last)."""
+    try:
+        runnable = build(original, slices)
+    except Exception as exc:
+        return first_line(exc)
+    for at, feed in enumerate(feeds):
+        try:
+            return at, run(runnable, feed, extra)
+        except Exception as exc:  # the original does not run here: a larger size, or the next runtime
+            error = exc
+    return first_line(error)
 
 
 def _error(got: np.ndarray, want: np.ndarray) -> float:

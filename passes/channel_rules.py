@@ -54,6 +54,26 @@ def _constant_ints(st: ChannelState, node: onnx.NodeProto, attr: str, input_inde
     return None
 
 
+L1_BLOCK = 1 << 22
+"""Elements of |weight| made at a time (16 MB of float32)."""
+
+
+def _l1(weight: np.ndarray, axis: int) -> np.ndarray:
+    """Per index of `axis`, the sum of |weight| over the other axes, a block of indices at a
+    time: the weight may be mapped from its file (core/weightfile.py), and |weight| is never
+    made whole. The sums are bitwise those of the whole array: each is over one contiguous row
+    of |weight|, as there. A 2-D weight summed over its rows (MatMul, Gemm without transB) is
+    summed whole, as before: numpy's strided reduction adds in an order that depends on the
+    array's width."""
+    if weight.ndim == 2 and axis == 1:
+        return np.abs(weight.T).sum(axis=1)
+    channels = np.moveaxis(weight, axis, 0)
+    step = max(1, L1_BLOCK // max(int(np.prod(channels.shape[1:])), 1))
+    blocks = (channels[start:start + step] for start in range(0, len(channels), step))
+    sums = [np.abs(block).reshape(len(block), -1).sum(axis=1) for block in blocks]
+    return np.concatenate(sums) if sums else np.zeros(0, weight.dtype)
+
+
 def conv(node: onnx.NodeProto, st: ChannelState) -> None:
     weight = st.index.array(node.input[1])
     x = st.ids.get(node.input[0])
@@ -62,7 +82,7 @@ def conv(node: onnx.NodeProto, st: ChannelState) -> None:
         return
     group = attribute(node, "group", 1)
     c_out, per_group_in = weight.shape[0], weight.shape[1]
-    out = st.fresh(node, np.abs(weight).reshape(c_out, -1).sum(axis=1))
+    out = st.fresh(node, _l1(weight, 0))
     st.ids[node.output[0]] = out
     if group == 1:
         return
@@ -90,8 +110,7 @@ def conv_transpose(node: onnx.NodeProto, st: ChannelState) -> None:
     if weight is None or x is None or attribute(node, "group", 1) != 1:
         st.barrier(node, "grouped or dynamic ConvTranspose")
         return
-    c_out = weight.shape[1]
-    st.ids[node.output[0]] = st.fresh(node, np.abs(weight).transpose(1, 0, 2, 3).reshape(c_out, -1).sum(axis=1))
+    st.ids[node.output[0]] = st.fresh(node, _l1(weight, 1))
 
 
 def gemm(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -101,11 +120,10 @@ def gemm(node: onnx.NodeProto, st: ChannelState) -> None:
         st.barrier(node, "dynamic weights or transposed input")
         return
     trans_b = attribute(node, "transB", 0) if node.op_type == "Gemm" else 0
-    rows = weight if trans_b else weight.T  # [N, K]
     if _rank(st, node.input[0]) != 2:
         st.barrier(node, "input is not 2-D")
         return
-    st.ids[node.output[0]] = st.fresh(node, np.abs(rows).sum(axis=1))
+    st.ids[node.output[0]] = st.fresh(node, _l1(weight, 0 if trans_b else 1))  # per output unit
 
 
 def pass_through(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -353,7 +371,7 @@ def channels_last_matmul(node: onnx.NodeProto, st: ChannelState) -> None:
     if weight is None or weight.ndim != 2 or node.input[0] not in st.channels_last:
         st.barrier(node, "multiplies a channels-last tensor by a computed matrix")
         return
-    st.ids[node.output[0]] = st.fresh(node, np.abs(weight).sum(axis=0))
+    st.ids[node.output[0]] = st.fresh(node, _l1(weight, 1))
     st.channels_last.add(node.output[0])
 
 

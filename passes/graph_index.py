@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxwootz.core.weightfile import read_array
+
 # Inputs that carry shape/index parameters rather than activations, per op type.
 _PARAMETER_INPUTS = {
     "Reshape": {1}, "Resize": {1, 2, 3}, "Upsample": {1}, "Slice": {1, 2, 3, 4}, "Pad": {1, 2, 3},
@@ -39,9 +41,10 @@ class GraphIndex:
         self.graph_outputs = [v.name for v in self.graph.output]
 
     def array(self, name: str) -> np.ndarray | None:
-        """The value of an initializer (or None when the tensor is computed)."""
+        """The value of an initializer (or None when the tensor is computed), read from its file
+        when it is a reference (core/weightfile.py)."""
         init = self.initializers.get(name)
-        return None if init is None else numpy_helper.to_array(init)
+        return None if init is None else read_array(init)
 
     def is_constant(self, name: str) -> bool:
         return name in self.initializers
@@ -68,9 +71,23 @@ def set_attribute(node: onnx.NodeProto, name: str, value) -> None:
     node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
+def write_initializer(tensor: onnx.TensorProto, array: np.ndarray) -> None:
+    """Make `tensor` (keeping its name) hold `array`, written into it directly: one copy of the
+    data where building a TensorProto and copying it in would make two."""
+    name = tensor.name
+    if array.dtype.kind not in "biuf" or array.dtype.byteorder == ">":  # strings, bfloat16 and the like
+        tensor.CopyFrom(numpy_helper.from_array(array, name))
+        return
+    tensor.Clear()
+    tensor.dims.extend(array.shape)
+    tensor.name = name
+    tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor.raw_data = np.ascontiguousarray(array).tobytes()
+
+
 def replace_initializer(model: onnx.ModelProto, name: str, array: np.ndarray) -> None:
-    for index, init in enumerate(model.graph.initializer):
+    for init in model.graph.initializer:
         if init.name == name:
-            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(array, name))
+            write_initializer(init, array)
             return
     model.graph.initializer.append(numpy_helper.from_array(array, name))

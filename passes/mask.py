@@ -35,25 +35,48 @@ def divisors(model: onnx.ModelProto) -> set[str]:
     return {node.input[1] for node in model.graph.node if node.op_type == "Div" and len(node.input) > 1}
 
 
-def zero_removed(array: np.ndarray, entries: list[dict], fill: float = 0.0) -> np.ndarray:
+def zero_removed(array: np.ndarray, entries: list[dict], fill: float = 0.0,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """A copy of `array` with every element that some entry's axis does not keep set to zero
     (or `fill`; an element survives only if it is kept on every sliced axis): one multiply by
-    a 0/1 mask over the axes up to the last sliced one (a conv weight: filters x input channels)."""
+    a 0/1 mask over the axes up to the last sliced one (a conv weight: filters x input channels).
+    `out` (of the array's shape and dtype): the same values written there, one multiply per
+    sliced axis and no mask the size of a 2-D weight, for a caller that reads a large weight
+    from its file and keeps only the masked copy."""
+    if out is not None:
+        source = array
+        for entry in entries:
+            shape = [1] * array.ndim
+            shape[entry["axis"]] = -1
+            np.multiply(source, _kept(array, entry).reshape(shape), out=out)
+            source = out
+        if source is not out:
+            out[...] = array
+        if fill:
+            for entry in entries:
+                removed = np.flatnonzero(_kept(array, entry) == 0)
+                out[(slice(None),) * entry["axis"] + (removed,)] = fill
+        return out
     if not entries or not array.size:
         return array.copy()
     lead = array.shape[:max(entry["axis"] for entry in entries) + 1]
     mask = np.ones(lead, dtype=array.dtype)
     for entry in entries:
-        keep_axis = np.zeros(array.shape[entry["axis"]], dtype=array.dtype)
-        keep_axis[entry["keep"]] = 1
         shape = [1] * len(lead)
         shape[entry["axis"]] = -1
-        mask = mask * keep_axis.reshape(shape)
+        mask = mask * _kept(array, entry).reshape(shape)
     kept = mask.reshape(-1, 1)
     masked = array.reshape(mask.size, -1) * kept
     if fill:
         masked = np.where(kept != 0, masked, np.asarray(fill, dtype=array.dtype))
     return masked.reshape(array.shape)
+
+
+def _kept(array: np.ndarray, entry: dict) -> np.ndarray:
+    """1 where the entry's axis keeps the index, else 0, in the array's dtype."""
+    keep_axis = np.zeros(array.shape[entry["axis"]], dtype=array.dtype)
+    keep_axis[entry["keep"]] = 1
+    return keep_axis
 
 
 class ZeroRemoved(Pass):

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from onnxwootz.passes.graph_index import GraphIndex, attribute, replace_initializer, set_attribute
+from onnxwootz.passes.graph_index import GraphIndex, attribute, replace_initializer, set_attribute, write_initializer
 from onnxwootz.passes.shape_entries import resize_sizes_channel, shape_entry
 
 Mask = np.ndarray  # bool per channel, True = kept
@@ -36,7 +36,8 @@ class Slicer:
 
     def cut(self, name: str, axis: int, mask: Mask | None) -> None:
         """Keep `mask` along `axis` of initializer `name`; a node reading one tensor in two slots
-        (a BatchNorm whose scale and variance are one deduplicated tensor) cuts it once."""
+        (a BatchNorm whose scale and variance are one deduplicated tensor) cuts it once. The
+        data is cut when every cut is known (run), so a weight is read and written once."""
         if mask is None or not name:
             return
         keep = np.nonzero(mask)[0].tolist()
@@ -45,12 +46,11 @@ class Slicer:
             if done[0] != keep:
                 raise ValueError(f"'{name}' is cut two ways on axis {axis}")
             return
-        array = self.index.array(name)
-        if array is None:
+        init = self.index.initializers.get(name)
+        if init is None:
             raise ValueError(f"cannot slice computed tensor '{name}'")
-        if array.shape[axis] != len(mask):
-            raise ValueError(f"'{name}' has {array.shape[axis]} entries on axis {axis}, mask has {len(mask)}")
-        replace_initializer(self.model, name, np.take(array, keep, axis=axis))
+        if init.dims[axis] != len(mask):
+            raise ValueError(f"'{name}' has {init.dims[axis]} entries on axis {axis}, mask has {len(mask)}")
         self.slices.setdefault(name, []).append({"axis": axis, "keep": keep})
 
     def rewrite(self, name: str, array: np.ndarray) -> None:
@@ -63,6 +63,11 @@ class Slicer:
             slicer = SLICERS.get(node.op_type)
             if slicer is not None:
                 slicer(node, self)
+        for name, entries in self.slices.items():
+            array = self.index.array(name)
+            for entry in entries:
+                array = np.take(array, entry["keep"], axis=entry["axis"])
+            write_initializer(self.index.initializers[name], array)
         return self.slices
 
 

@@ -4,11 +4,12 @@ journaled), so that a crash or Ctrl-C never leaves a half-written output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 
 def _umask() -> int:
@@ -31,14 +32,16 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+@contextlib.contextmanager
+def open_atomic(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """An unbuffered file to write `path` through: it appears, complete and durable, when the
+    block ends, and not at all when the block fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        with os.fdopen(fd, "wb", buffering=0) as handle:
+            yield handle
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
@@ -46,7 +49,19 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_all(handle: BinaryIO, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file (one write(2) stops short of 2 GiB)."""
+    view = memoryview(data)
+    while view:
+        view = view[handle.write(view):]
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    with open_atomic(path) as handle:
+        write_all(handle, data)
+    return Path(path)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

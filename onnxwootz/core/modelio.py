@@ -4,13 +4,13 @@ validation, opset canonicalization, atomic writes."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
 from onnx import external_data_helper, version_converter
 
-from onnxwootz.core.atomic import write_bytes
+from onnxwootz.core import weightfile
+from onnxwootz.core.atomic import open_atomic, write_bytes
 from onnxwootz.core.errors import BadModelError, first_line
 from onnxwootz.core.onnx_helpers import is_weight, onnx_opset, skeleton, without_weights
 
@@ -23,7 +23,7 @@ _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 def _check_external_locations(model: onnx.ModelProto, base: Path) -> None:
     root = base.resolve()
     for tensor in external_data_helper._get_all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor):
+        if not external_data_helper.uses_external_data(tensor) or weightfile.is_reference(tensor):
             continue
         info = external_data_helper.ExternalDataInfo(tensor)
         location = Path(info.location)
@@ -36,23 +36,30 @@ def _check_external_locations(model: onnx.ModelProto, base: Path) -> None:
             raise BadModelError(f"external data file of tensor '{tensor.name}' is missing: {target}")
 
 
-def load_model(path: str | os.PathLike[str], canonical_opset: bool = True) -> onnx.ModelProto:
+def load_model(path: str | os.PathLike[str], canonical_opset: bool = True, lazy: bool = False) -> onnx.ModelProto:
     """Load an ONNX file (with external data from its folder), validate it, and bring it to at
-    least CANONICAL_OPSET. Every failure is a BadModelError with one clear line."""
+    least CANONICAL_OPSET. Every failure is a BadModelError with one clear line. `lazy` leaves
+    the weights in their files (core/weightfile.py): for commands that read each weight once or
+    twice and write a model, not for ones that run the model many times."""
     path = Path(path)
     if not path.exists():
         raise BadModelError(f"model file not found: {path}")
     if not path.is_file():
         raise BadModelError(f"not a file: {path}")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = weightfile.load(path) if lazy else onnx.load(str(path), load_external_data=False)
+    except BadModelError:
+        raise
     except Exception as exc:  # protobuf DecodeError and friends
         raise BadModelError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:
         raise BadModelError(f"{path} is not an ONNX model (its graph has no nodes)")
     _check_external_locations(model, path.parent)
     try:
-        external_data_helper.load_external_data_for_model(model, str(path.parent))
+        if lazy:
+            weightfile.refer_external(model, path.parent)
+        else:
+            external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:
         raise BadModelError(f"cannot read the external data of {path}: {exc}") from None
     try:
@@ -105,34 +112,19 @@ def _is_detached(init: onnx.TensorProto) -> bool:
         entry.key == "location" and entry.value == _DETACHED for entry in init.external_data)
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
-    """Write atomically: a temporary file in the target folder, then a rename. Large models put
-    their weights in `<name>.data` beside the file (also written first, then renamed)."""
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], external: bool | None = None) -> Path:
+    """Write atomically: a temporary file in the target folder, then a rename. With `external`
+    (None: when the model is too large for one protobuf file) the weights go to `<name>.data`
+    beside it, which is written and renamed first. Weights still in their source files
+    (core/weightfile.py) are streamed from there."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    large = model.ByteSize() > _EXTERNAL_DATA_THRESHOLD
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if large:
-            data_name = path.name + ".data"
-            tmp_data = path.parent / (data_name + ".tmp")
-            model = onnx.ModelProto.FromString(model.SerializeToString())
-            onnx.save_model(model, tmp, save_as_external_data=True, location=tmp_data.name, all_tensors_to_one_file=True)
-            # rewrite locations to the final data name, then move both into place
-            reloaded = onnx.load(tmp, load_external_data=False)
-            for tensor in external_data_helper._get_all_tensors(reloaded):
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = data_name
-            with open(tmp, "wb") as handle:
-                handle.write(reloaded.SerializeToString())
-            os.replace(tmp_data, path.parent / data_name)
-        else:
-            Path(tmp).unlink(missing_ok=True)
-            return write_bytes(path, model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if external is None:
+        external = weightfile.stored_size(model) > _EXTERNAL_DATA_THRESHOLD
+    if external:
+        data_name = path.name + ".data"
+        with open_atomic(path.parent / data_name) as data:
+            model = weightfile.write_external(model, data, data_name)
+        return write_bytes(path, model.SerializeToString())
+    with open_atomic(path) as handle:
+        weightfile.write_embedded(model, handle)
     return path

@@ -21,24 +21,27 @@ def onnx_opset(model: onnx.ModelProto) -> int:
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
-def _copy_fields(source, target, skip: str) -> None:
-    """Copy every set field of a protobuf message except `skip` (no deep copy of that one)."""
-    for field, value in source.ListFields():
-        if field.name == skip:
+def copy_fields(source, target, skip: set[str]) -> None:
+    """Copy every set field of a protobuf message (proto2, as ONNX's are) except those in
+    `skip`, which are never read (reading a bytes field copies it)."""
+    for field in source.DESCRIPTOR.fields:
+        if field.name in skip:
             continue
-        if hasattr(value, "extend"):  # a repeated field
-            getattr(target, field.name).extend(value)
-        elif field.message_type is not None:
-            getattr(target, field.name).CopyFrom(value)
-        else:
-            setattr(target, field.name, value)
+        if field.is_repeated:
+            if len(getattr(source, field.name)):
+                getattr(target, field.name).extend(getattr(source, field.name))
+        elif source.HasField(field.name):
+            if field.message_type is not None:
+                getattr(target, field.name).CopyFrom(getattr(source, field.name))
+            else:
+                setattr(target, field.name, getattr(source, field.name))
 
 
 def skeleton(model: onnx.ModelProto, keep) -> onnx.ModelProto:
     """A copy of the model with only the initializers `keep` accepts: cheap whatever the size."""
     out = onnx.ModelProto()
-    _copy_fields(model, out, "graph")
-    _copy_fields(model.graph, out.graph, "initializer")
+    copy_fields(model, out, {"graph"})
+    copy_fields(model.graph, out.graph, {"initializer"})
     out.graph.initializer.extend(init for init in model.graph.initializer if keep(init))
     return out
 
