@@ -123,7 +123,7 @@ def test_a_file_that_carries_the_reference_key_is_refused(tmp_path: Path) -> Non
     weightfile._point(forged, "/etc/passwd", 0, 16 * 27 * 4, **{weightfile.STAMP: "1:1"})
     path = tmp_path / "forged.onnx"
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(BadModelError, match="internal weight-reference key"):
+    with pytest.raises(BadModelError, match="internal weight-reference key .* pointing at another file"):
         load_model(path, lazy=True)
     with pytest.raises(BadModelError):
         load_model(path)

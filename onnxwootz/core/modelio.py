@@ -20,10 +20,18 @@ CANONICAL_OPSET = 13
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
-def _check_external_locations(model: onnx.ModelProto, base: Path) -> None:
-    root = base.resolve()
+def _check_external_locations(model: onnx.ModelProto, path: Path) -> None:
+    """External data must lie in the model's folder. A weight reference (the lazy loader's)
+    must point at the model file itself, the only file the loader refers to before this check:
+    one that a file brought with it could point anywhere."""
+    root = path.parent.resolve()
     for tensor in external_data_helper._get_all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor) or weightfile.is_reference(tensor):
+        if weightfile.is_reference(tensor):
+            if weightfile.location(tensor) != path.resolve():
+                raise BadModelError(f"tensor '{tensor.name}' carries onnxwootz's internal weight-reference key "
+                                    f"'{weightfile.STAMP}' pointing at another file")
+            continue
+        if not external_data_helper.uses_external_data(tensor):
             continue
         info = external_data_helper.ExternalDataInfo(tensor)
         location = Path(info.location)
@@ -54,7 +62,7 @@ def load_model(path: str | os.PathLike[str], canonical_opset: bool = True, lazy:
         raise BadModelError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:
         raise BadModelError(f"{path} is not an ONNX model (its graph has no nodes)")
-    _check_external_locations(model, path.parent)
+    _check_external_locations(model, path)
     try:
         if lazy:
             weightfile.refer_external(model, path.parent)
