@@ -138,11 +138,10 @@ def _build_groups(st: ChannelState) -> ChannelAnalysis:
     atom_group[:] = remap[channel_group_label[channel]] if count else 0
     groups: list[ChannelGroup] = []
     atom_channel = np.empty(count, dtype=np.int64)
-    by_group = np.argsort(atom_group, kind="stable")  # atoms of each group, in atom order
-    for group_id, atoms in enumerate(np.split(by_group, np.searchsorted(atom_group[by_group], np.arange(1, len(order))))):
+    for group_id in range(len(order)):
+        atoms = np.nonzero(atom_group == group_id)[0]
         channel_labels, inverse = np.unique(channel[atoms], return_inverse=True)
-        by_channel = np.argsort(inverse, kind="stable")
-        channel_atoms = np.split(atoms[by_channel], np.searchsorted(inverse[by_channel], np.arange(1, len(channel_labels))))
+        channel_atoms = [atoms[inverse == k] for k in range(len(channel_labels))]
         atom_channel[atoms] = inverse
         importance = np.array([l1[a].sum() for a in channel_atoms])
         producer_ids = sorted(set(owner[atoms][owner[atoms] >= 0].tolist()))
