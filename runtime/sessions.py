@@ -14,6 +14,7 @@ from typing import Any
 import onnx
 
 from onnxwootz.core.errors import BadModelError, BadSpecError, DeviceError
+from onnxwootz.core.weightfile import is_reference, materialized
 
 
 def cpu_session(model: onnx.ModelProto | bytes | str, threads: int = 0):
@@ -25,6 +26,8 @@ def cpu_session(model: onnx.ModelProto | bytes | str, threads: int = 0):
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if isinstance(model, onnx.ModelProto) and any(is_reference(t) for t in model.graph.initializer):
+        model = materialized(model)  # ONNX Runtime cannot read weights left in their files: read them in
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
 

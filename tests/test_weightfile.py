@@ -127,3 +127,15 @@ def test_a_file_that_carries_the_reference_key_is_refused(tmp_path: Path) -> Non
         load_model(path, lazy=True)
     with pytest.raises(BadModelError):
         load_model(path)
+
+
+def test_onnx_runtime_runs_a_model_whose_weights_are_left_in_their_file(tmp_path: Path) -> None:
+    """Shape discovery runs ONNX Runtime on the lazily loaded model when inference leaves a
+    shape unknown: its session reads the references in first."""
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model().SerializeToString())
+    lazy = load_model(path, lazy=True)
+    assert any(weightfile.is_reference(t) for t in lazy.graph.initializer)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    expected = cpu_session(load_model(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(cpu_session(lazy).run(None, {"x": x})[0], expected)
