@@ -7,13 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import onnx
 
-from onnxwootz.passes.graph_index import attribute
+from onnxwootz.passes.ops import mixes_channels
 from onnxwootz.passes.prune import group_keep_counts
 from onnxwootz.prepared import PreparedModel
-
-_DENSE_INPUT = {"Gemm", "MatMul", "ConvTranspose"}
 
 
 @dataclasses.dataclass
@@ -33,13 +30,6 @@ def _composition(prepared: PreparedModel, name: str) -> dict[int, int]:
     return dict(zip(groups.tolist(), counts.tolist()))
 
 
-def _reads_kept_inputs(conv: onnx.NodeProto, prepared: PreparedModel) -> bool:
-    """Whether a conv's cost scales with its kept inputs: every conv but one whose groups read
-    a single channel each (depthwise), which loses whole groups with its outputs."""
-    weight = prepared.shapes.get(conv.input[1])
-    return attribute(conv, "group", 1) == 1 or not weight or weight[1] > 1
-
-
 class CostModel:
     def __init__(self, prepared: PreparedModel, granularity: str = "module", round_to: int = 1):
         self.prepared = prepared
@@ -54,8 +44,11 @@ class CostModel:
             if not cost.params and not cost.macs:
                 continue
             node = nodes[cost.name]
-            dense = node.op_type in _DENSE_INPUT or (node.op_type == "Conv" and _reads_kept_inputs(node, prepared))
-            weight = prepared.shapes.get(node.input[1]) if dense and len(node.input) > 1 else None
+            shape = prepared.shapes.get(node.input[1]) if len(node.input) > 1 else None
+            # the cost of a layer that mixes channels scales with its kept inputs; a depthwise
+            # conv loses whole groups with its outputs
+            dense = mixes_channels(node, shape)
+            weight = shape if dense else None
             weight_params = min(int(np.prod(weight)), cost.params) if weight else 0
             self.terms.append(_NodeTerm(weight_params, cost.params - weight_params, cost.macs,
                                         _composition(prepared, node.output[0]),

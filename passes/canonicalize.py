@@ -28,12 +28,11 @@ from onnx import numpy_helper
 
 from onnxwootz.passes.base import Pass, PassManager, PassResult
 from onnxwootz.passes.graph_index import GraphIndex
+from onnxwootz.passes.ops import op_kind
 
 SHARED_KEY = "onnxwootz.shared_initializers"
 NODE_KEY = "onnxwootz.node_origins"
 _FOLD_LIMIT = 16_000_000  # elements: do not materialize huge folded tensors
-_NON_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                 "Bernoulli", "Constant"}
 
 
 class NameNodes(Pass):
@@ -124,7 +123,8 @@ class FoldConstants(Pass):
             index_ = GraphIndex(model)
             values = {}
             for index, node in enumerate(model.graph.node):
-                if node.op_type in _NON_FOLDABLE or node.domain not in ("", "ai.onnx") or not node.input:
+                kind = op_kind(node)
+                if node.domain not in ("", "ai.onnx") or not node.input or not (kind is None or kind.folds_constants):
                     continue
                 if not all(name == "" or index_.is_constant(name) for name in node.input):
                     continue

@@ -2,8 +2,8 @@
 how important each group channel is (summed L1 norm of its filters), and which groups are
 kept, with the reason.
 
-Each producer filter is an *atom*. Rules (channel_rules.RULES) propagate per-tensor atom ids
-and tie atoms that must go together. Tied atoms form a *channel* (connected components of
+Each producer filter is an *atom*. Rules (the op registry's, ops.RULES) propagate per-tensor
+atom ids and tie atoms that must go together. Tied atoms form a *channel* (connected components of
 the tie graph); channels whose atoms share producers form a *group*. A group is prunable
 unless one of its channels touches a barrier, a graph input or a graph output."""
 
@@ -14,9 +14,9 @@ import dataclasses
 import numpy as np
 import onnx
 
-from onnxwootz.passes.channel_rules import CHANNELS_LAST_RULES, DOMAIN_RULES, RULES
 from onnxwootz.passes.channel_state import ChannelState
 from onnxwootz.passes.graph_index import GraphIndex
+from onnxwootz.passes.ops import CHANNELS_LAST_RULES, DOMAIN_RULES, RULES, filter_count
 
 
 @dataclasses.dataclass
@@ -91,7 +91,7 @@ def _tie_pairs(ties: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, n
 def analyze_channels(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> ChannelAnalysis:
     """Run the rule table over a canonical model with concrete shapes."""
     index = GraphIndex(model)
-    st = ChannelState(index, shapes)
+    st = ChannelState(index, shapes, filter_count)
     for name in index.graph_inputs:
         st.opaque_source(name, f"graph input '{name}'")
     for node in model.graph.node:

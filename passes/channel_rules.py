@@ -5,7 +5,8 @@ ConvTranspose, Gemm, MatMul with a constant weight) mints fresh atoms, one per f
 pass ids through (per-channel ops), tie them (residual Add, SE gating: the same channel on
 both sides must be pruned together), or map them (Concat joins, Split/Slice cut, Flatten
 repeats each channel over its H*W features). Anything else is a barrier: its channels are
-kept and the reason is recorded. Extend the analysis by adding an entry to RULES."""
+kept and the reason is recorded. The op registry (ops.py) says which op kind follows which
+rule: to support a new op, write its rule here (or reuse one) and add its entry there."""
 
 from __future__ import annotations
 
@@ -19,19 +20,6 @@ from onnxwootz.passes.graph_index import attribute
 from onnxwootz.passes.shape_entries import channel_count_escapes, resize_sizes_channel, shape_entry
 
 Rule = Callable[[onnx.NodeProto, ChannelState], None]
-
-ELEMENT_UNARY = {
-    "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus",
-    "Exp", "Cast", "Dropout", "Identity", "Neg", "Abs", "Sqrt", "Reciprocal", "Erf", "Gelu", "Mish",
-    "Softsign", "Celu", "ThresholdedRelu", "Floor", "Ceil", "Round", "Log", "Sin", "Cos",
-}
-"""Element by element: the channels stay on whatever axis holds them."""
-PER_CHANNEL_UNARY = ELEMENT_UNARY | {
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
-    "BatchNormalization", "InstanceNormalization",
-}
-ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu"}
-REDUCTIONS = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd"}
 
 
 def _rank(st: ChannelState, name: str) -> int | None:
@@ -328,8 +316,8 @@ def _channel_entry_follows(st: ChannelState, node: onnx.NodeProto, target: str, 
 
 
 def transpose(node: onnx.NodeProto, st: ChannelState) -> None:
-    """Keeps the channels in place, or moves them to the last axis (NCHW -> NHWC, where
-    CHANNELS_LAST_RULES take over) and back."""
+    """Keeps the channels in place, or moves them to the last axis (NCHW -> NHWC, where the
+    registry's channels-last rules take over) and back."""
     perm = attribute(node, "perm")
     rank = _rank(st, node.input[0])
     if perm is not None and list(perm[:2]) == [0, 1]:
@@ -402,45 +390,6 @@ def size(node: onnx.NodeProto, st: ChannelState) -> None:
         st.barrier(node, "its element count counts the channels")
 
 
-RULES: dict[str, Rule] = {
-    "Conv": conv,
-    "ConvTranspose": conv_transpose,
-    "Gemm": gemm,
-    "MatMul": gemm,
-    "Resize": resize,
-    "Upsample": resize,
-    "Pad": pad,
-    "Concat": concat,
-    "Split": split,
-    "Slice": slice_,
-    "Flatten": flatten,
-    "Reshape": reshape,
-    "Transpose": transpose,
-    "Squeeze": squeeze_unsqueeze,
-    "Unsqueeze": squeeze_unsqueeze,
-    "Shape": shape,
-    "Size": size,
-    **{op: pass_through for op in PER_CHANNEL_UNARY},
-    **{op: elementwise for op in ELEMENTWISE},
-    **{op: reduction for op in REDUCTIONS},
-}
-
 def channels_last_layer_norm(node: onnx.NodeProto, st: ChannelState) -> None:
+    """LayerNormalization over a channels-last tensor's channels (ConvNeXt): a barrier, named."""
     st.barrier(node, "normalizes over the channels (pruning would change its statistics)")
-
-
-CHANNELS_LAST_RULES: dict[str, Rule] = {
-    "Transpose": channels_last_transpose,
-    "LayerNormalization": channels_last_layer_norm,
-    "MatMul": channels_last_matmul,
-    **{op: channels_last_unary for op in ELEMENT_UNARY},
-    **{op: channels_last_elementwise for op in ELEMENTWISE},
-}
-"""The rules for a node that reads a channels-last tensor (channels on the last axis, as in a
-ConvNeXt block's MLP); such a node with no entry here is a barrier."""
-
-DOMAIN_RULES: dict[tuple[str, str], Rule] = {
-    ("com.microsoft", "Gelu"): pass_through,  # ONNX Runtime's contrib Gelu: elementwise, erf form
-}
-"""Ops of other domains the analysis knows, by (domain, op type)."""
-

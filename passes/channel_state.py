@@ -4,18 +4,22 @@ own module, so that the rules and the analysis both use it without importing eac
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import onnx
 
-from onnxwootz.passes.graph_index import GraphIndex, attribute
+from onnxwootz.passes.graph_index import GraphIndex
 
 
 class ChannelState:
     """Mutable state the rules work on during one analysis."""
 
-    def __init__(self, index: GraphIndex, shapes: dict[str, list[int]]):
+    def __init__(self, index: GraphIndex, shapes: dict[str, list[int]],
+                 filter_count: Callable[[onnx.NodeProto, GraphIndex], int | None]):
         self.index = index
         self.shapes = shapes
+        self.filter_count = filter_count  # the op registry's (ops.filter_count): the rules' module cannot import it
         self.ids: dict[str, np.ndarray] = {}
         self.split_outputs: list[str] = []
         self.flatten_reshapes: set[str] = set()
@@ -63,9 +67,9 @@ class ChannelState:
                 self.channels_last.add(name)
             elif name and shape is not None and len(shape) >= 2:
                 ids = self.fresh(node, np.zeros(shape[1]), prunable=False)
-            elif name and shape is None and _filter_count(node, self.index) is not None:
+            elif name and shape is None and self.filter_count(node, self.index) is not None:
                 # a producer whose output shape nothing knows: its filters are listed as kept
-                ids = self.fresh(node, np.zeros(_filter_count(node, self.index)))
+                ids = self.fresh(node, np.zeros(self.filter_count(node, self.index)))
             else:
                 continue
             self.ids[name] = ids
@@ -77,17 +81,3 @@ class ChannelState:
             ids = self.fresh(None, np.zeros(shape[1]), prunable=False)
             self.ids[name] = ids
             self.keep(ids, reason, None)
-
-
-def _filter_count(node: onnx.NodeProto, index: GraphIndex) -> int | None:
-    """Output channels of a Conv, ConvTranspose or Gemm/MatMul with a constant weight."""
-    weight = index.array(node.input[1]) if len(node.input) > 1 else None
-    if weight is None or weight.ndim < 2:
-        return None
-    if node.op_type == "Conv":
-        return weight.shape[0]
-    if node.op_type == "ConvTranspose":
-        return weight.shape[1] * attribute(node, "group", 1)
-    if node.op_type in ("Gemm", "MatMul") and weight.ndim == 2:
-        return weight.shape[0] if attribute(node, "transB", 0) else weight.shape[1]
-    return None

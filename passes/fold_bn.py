@@ -3,7 +3,7 @@ per BN at run time, and the same outputs up to float rounding.
 
 Rules (FoldBatchNorm):
 - A BatchNormalization `BN(x) = (x - mean) * scale / sqrt(var + eps) + bias` is folded into
-  the Conv, ConvTranspose or Gemm producing `x` when
+  the layer producing `x`, one the op registry marks `folds_bn` (Conv, ConvTranspose, Gemm), when
   - that producer's output feeds this BN only and is not a graph output;
   - the layer's weight (Gemm: input B) and bias, and all four BN parameters, are initializers,
     and the weight and bias are read by this layer only (their names are kept, so they must
@@ -27,8 +27,7 @@ import onnx
 
 from onnxwootz.passes.base import Pass, PassError, PassResult
 from onnxwootz.passes.graph_index import GraphIndex, attribute, replace_initializer, set_attribute
-
-_FOLDABLE = {"Conv", "ConvTranspose", "Gemm"}
+from onnxwootz.passes.ops import op_kind
 
 
 def _is_bn(node: onnx.NodeProto) -> bool:
@@ -70,14 +69,6 @@ def _bias_name(layer: onnx.NodeProto) -> str | None:
     return layer.input[2] if len(layer.input) > 2 and layer.input[2] else None
 
 
-def _out_channels(layer: onnx.NodeProto, weight: np.ndarray) -> int:
-    if layer.op_type == "Gemm":
-        return weight.shape[0] if attribute(layer, "transB", 0) else weight.shape[1]
-    if layer.op_type == "ConvTranspose":
-        return weight.shape[1] * attribute(layer, "group", 1)
-    return weight.shape[0]
-
-
 def _foldable_layer(index: GraphIndex, bn: onnx.NodeProto) -> onnx.NodeProto | None:
     """The layer `bn` can be folded into, or None when a rule above says no."""
     if len([name for name in bn.output if name]) != 1 or attribute(bn, "spatial", 1) != 1:
@@ -85,7 +76,8 @@ def _foldable_layer(index: GraphIndex, bn: onnx.NodeProto) -> onnx.NodeProto | N
     if len(bn.input) < 5 or not all(_constant(index, name) for name in bn.input[1:5]):
         return None
     layer = index.producer.get(bn.input[0])
-    if layer is None or layer.op_type not in _FOLDABLE or layer.domain not in ("", "ai.onnx"):
+    kind = op_kind(layer) if layer is not None else None
+    if kind is None or not kind.folds_bn:
         return None
     if len(index.consumers[bn.input[0]]) != 1 or bn.input[0] in index.graph_outputs:
         return None
@@ -93,9 +85,10 @@ def _foldable_layer(index: GraphIndex, bn: onnx.NodeProto) -> onnx.NodeProto | N
         if not _constant(index, name) or len(index.consumers[name]) != 1 or name in index.graph_outputs:
             return None
     weight = index.array(layer.input[1])
-    if not np.issubdtype(weight.dtype, np.floating) or (layer.op_type == "Gemm" and weight.ndim != 2):
+    channels = kind.filters.count(layer, weight)
+    if not np.issubdtype(weight.dtype, np.floating) or channels is None:
         return None
-    if any(index.array(name).size != _out_channels(layer, weight) for name in bn.input[1:5]):
+    if any(index.array(name).size != channels for name in bn.input[1:5]):
         return None
     return layer
 
@@ -109,20 +102,11 @@ def _fold(model: onnx.ModelProto, index: GraphIndex, layer: onnx.NodeProto, bn: 
     bias_name = _bias_name(layer)
     old_bias = index.array(bias_name).astype(np.float64) if bias_name else np.zeros(1)
 
-    if layer.op_type == "Gemm":
-        trans_b = attribute(layer, "transB", 0)
-        new_weight = weight * (factor[:, None] if trans_b else factor[None, :])
-        new_bias = (attribute(layer, "beta", 1.0) * old_bias - mean) * factor + shift
+    new_weight = op_kind(layer).filters.scale(layer, weight, factor)
+    beta = attribute(layer, "beta")  # Gemm's bias scale, now folded into the bias
+    new_bias = ((1.0 if beta is None else beta) * old_bias - mean) * factor + shift
+    if beta is not None:
         set_attribute(layer, "beta", 1.0)
-    elif layer.op_type == "ConvTranspose":
-        group = attribute(layer, "group", 1)
-        grouped = weight.reshape(group, weight.shape[0] // group, *weight.shape[1:])
-        per_channel = factor.reshape(group, 1, weight.shape[1], *([1] * (weight.ndim - 2)))
-        new_weight = (grouped * per_channel).reshape(weight.shape)
-        new_bias = (old_bias - mean) * factor + shift
-    else:
-        new_weight = weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))
-        new_bias = (old_bias - mean) * factor + shift
 
     replace_initializer(model, weight_name, new_weight.astype(weight.dtype))
     if bias_name is None:

@@ -1,5 +1,5 @@
 """Read-only lookups over a ModelProto graph that every pass needs: who produces and who
-consumes a tensor, initializers by name, and which node inputs carry data (not shapes)."""
+consumes a tensor, initializers by name."""
 
 from __future__ import annotations
 
@@ -10,15 +10,6 @@ import onnx
 from onnx import numpy_helper
 
 from onnxwootz.core.weightfile import read_array
-
-# Inputs that carry shape/index parameters rather than activations, per op type.
-_PARAMETER_INPUTS = {
-    "Reshape": {1}, "Resize": {1, 2, 3}, "Upsample": {1}, "Slice": {1, 2, 3, 4}, "Pad": {1, 2, 3},
-    "Expand": {1}, "Tile": {1}, "Split": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "ReduceMean": {1},
-    "ReduceMax": {1}, "ReduceSum": {1}, "ReduceMin": {1}, "Clip": {1, 2}, "ConstantOfShape": {0},
-    "Gather": {1}, "Dropout": {1, 2}, "TopK": {1}, "Range": {0, 1, 2},
-}
-SHAPE_OPS = {"Shape", "Size"}
 
 
 class GraphIndex:
@@ -48,12 +39,6 @@ class GraphIndex:
 
     def is_constant(self, name: str) -> bool:
         return name in self.initializers
-
-
-def data_inputs(node: onnx.NodeProto) -> list[str]:
-    """The inputs of a node that carry activations (not shape/axes/scales parameters)."""
-    skip = _PARAMETER_INPUTS.get(node.op_type, set())
-    return [name for index, name in enumerate(node.input) if name and index not in skip]
 
 
 def attribute(node: onnx.NodeProto, name: str, default=None):

@@ -22,10 +22,10 @@ import numpy as np
 import onnx
 
 from onnxwootz.passes.channel_groups import ChannelAnalysis
-from onnxwootz.passes.graph_index import SHAPE_OPS, GraphIndex, attribute, data_inputs
+from onnxwootz.passes.graph_index import GraphIndex
+from onnxwootz.passes.ops import data_inputs, filter_layout, mixes_channels, op_kind
 
 GRANULARITIES = ("module", "group")
-_PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 PARKED_FILTERS = 4
 """A tensor that waits across at least this many channel-mixing layers between two reads (an
 FPN's lateral input, a U-Net skip) is parked there. Residual, dense and inception branches
@@ -100,17 +100,16 @@ def activation_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     shape_only: set[str] = set()
     for node in model.graph.node:
         ins = [name for name in data_inputs(node) if name not in index.initializers]
-        if node.op_type in SHAPE_OPS or (ins and all(name in shape_only for name in ins)) or not ins:
+        kind = op_kind(node)
+        if (kind is not None and kind.shape_only) or (ins and all(name in shape_only for name in ins)) or not ins:
             shape_only.update(node.output)
     return [node for node in model.graph.node if not all(out in shape_only for out in node.output if out)]
 
 
 def _mixes_channels(node: onnx.NodeProto, index: GraphIndex) -> bool:
-    """A filter producer whose outputs mix input channels (a depthwise conv does not)."""
-    if node.op_type != "Conv" or attribute(node, "group", 1) == 1:
-        return node.op_type in _PRODUCERS
-    weight = index.array(node.input[1])
-    return weight is None or weight.shape[1] != 1
+    """ops.mixes_channels with the weight's shape from its initializer (no data read)."""
+    weight = index.initializers.get(node.input[1]) if len(node.input) > 1 else None
+    return mixes_channels(node, None if weight is None else list(weight.dims))
 
 
 class ActivationOrder:
@@ -259,7 +258,7 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
                 kept[group_id] = "module output (the module's top layer is kept)"
         if groups:
             run = module.nodes
-            first = next((n.name for n in run if n.op_type in _PRODUCERS), run[0].name)
+            first = next((n.name for n in run if filter_layout(n) is not None), run[0].name)
             units.append(Unit(f"m{number}", first, sorted(groups), [n.name for n in run], module.entries, module.exits,
                               number, not internal.get(number)))
     boundaries = sorted({name for module in module_list for name in [*module.entries, *module.exits]})

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 from onnxwootz.passes.graph_index import replace_initializer
+from onnxwootz.passes.ops import op_kind
 from onnxwootz.runtime.sessions import cpu_session
 from onnxwootz.runtime.training import with_outputs
 
@@ -36,12 +37,14 @@ def _attributes(node: onnx.NodeProto) -> dict:
 
 
 def refittable_convs(span: onnx.ModelProto, canonical_slices: dict[str, list[dict]]) -> list[onnx.NodeProto]:
-    """2-D constant-weight convs of `span` that lost input channels, in graph order (a grouped
-    conv loses the same positions from every group; a depthwise one never loses inputs alone)."""
+    """2-D constant-weight convs (the ops the registry marks `refit`) of `span` that lost input
+    channels, in graph order (a grouped conv loses the same positions from every group; a
+    depthwise one never loses inputs alone)."""
     initializers = {init.name for init in span.graph.initializer}
     convs = []
     for node in span.graph.node:
-        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in initializers:
+        kind = op_kind(node)
+        if kind is None or not kind.refit or len(node.input) < 2 or node.input[1] not in initializers:
             continue
         if len(_attributes(node).get("kernel_shape", [1, 1])) != 2:
             continue

@@ -1,5 +1,5 @@
 """The one-op equivalence matrix: every op kind the channel analysis accepts (every key of
-channel_rules.RULES and DOMAIN_RULES), plus the conv forms it must refuse, alone between two
+ops.RULES and DOMAIN_RULES), plus the conv forms it must refuse, alone between two
 convs: x[1,4,8,8] -> conv_in (4->8) -> OP -> conv_out -> y.
 
 The zoo and exported models exercise ops only in the combinations real networks happen to use;
@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxwootz.core.errors import UnsupportedOpError
 from onnxwootz.core.onnx_helpers import dummy_feed
 from onnxwootz.passes.channel_groups import ChannelGroup
-from onnxwootz.passes.channel_rules import DOMAIN_RULES, RULES
+from onnxwootz.passes.ops import DOMAIN_RULES, RULES
 from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.pruning import PrunedModel, prune_prepared, resolve_config
 from onnxwootz.runtime.sessions import cpu_session

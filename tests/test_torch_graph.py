@@ -396,7 +396,7 @@ def test_prepare_module_lays_4d_tensors_out_channels_last_and_leaves_others() ->
 def test_every_op_the_analysis_accepts_runs_in_the_torch_view() -> None:
     """The channel rules and the torch view agree on which ops exist: an op the analysis would
     prune through is one the explorer can also train."""
-    from onnxwootz.passes.channel_rules import DOMAIN_RULES, RULES
+    from onnxwootz.passes.ops import DOMAIN_RULES, RULES
     from onnxwootz.runtime.torch_ops import DOMAIN_OPS, OPS
 
     assert sorted(set(RULES) - set(OPS)) == []

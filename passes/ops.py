@@ -1,0 +1,159 @@
+"""The op registry: what the toolchain knows about each ONNX op kind, declared once.
+
+An entry gives the op's channel rule (channel_rules), its rule when it reads a channels-last
+tensor, its slicer (slicers), its multiply-accumulates, which inputs are shape or index
+parameters rather than data, its filter layout when it is a filter producer (filters), whether
+a BatchNormalization after it folds into it, and whether least squares can refit it. Every
+pass and cost model reads these entries; none keeps a list of op names of its own.
+
+To support a new op: add its entry here (writing a rule or slicer where no existing one fits)
+and its torch converter to runtime/torch_ops.OPS. tests/test_op_registry.py checks that an op
+the analysis accepts can be sliced, counted and run by the torch view, and tests/test_op_matrix
+wants a one-op case for it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import onnx
+
+from onnxwootz.passes import channel_rules as rules
+from onnxwootz.passes import filters
+from onnxwootz.passes import slicers
+from onnxwootz.passes.channel_rules import Rule
+from onnxwootz.passes.filters import FilterLayout
+from onnxwootz.passes.graph_index import GraphIndex
+from onnxwootz.passes.slicers import Slice
+
+Macs = Callable[[onnx.NodeProto, dict[str, list[int]], list[int]], int]
+"""Multiply-accumulates of a node for the whole batch, given the shapes and its output's shape."""
+
+
+def no_macs(node: onnx.NodeProto, shapes: dict[str, list[int]], out: list[int]) -> int:
+    """Ops counted as free: only layers with filters are counted (the paper's cost)."""
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """Everything known about one op kind; a missing rule makes the op a channel barrier."""
+
+    rule: Rule | None = None
+    channels_last: Rule | None = None  # the rule for a node reading a channels-last tensor
+    slicer: Slice | None = None  # cuts its weights, per-channel constants and shape parameters
+    macs: Macs | None = None  # required for an op with a rule (no_macs: counted as free)
+    parameters: frozenset[int] = frozenset()  # input slots holding shapes, axes, scales: not data
+    filters: FilterLayout | None = None  # a filter producer: where its weight holds the filters
+    folds_bn: bool = False  # a BatchNormalization right after it folds into its weight and bias
+    refit: bool = False  # least squares (runtime/reconstruction) can refit its weights
+    shape_only: bool = False  # reads only its input's shape, never the values
+    folds_constants: bool = True  # canonicalize evaluates it once when all its inputs are constant
+
+
+def _params(*slots: int) -> frozenset[int]:
+    return frozenset(slots)
+
+
+_ELEMENT = Op(rules.pass_through, rules.channels_last_unary, macs=no_macs)
+"""Element by element: the channels stay on whatever axis holds them."""
+_PER_CHANNEL = Op(rules.pass_through, macs=no_macs)
+"""Per channel on axis 1 (pools, normalizations): not followed on a channels-last tensor."""
+_ELEMENTWISE = Op(rules.elementwise, rules.channels_last_elementwise, slicers.broadcast_constants, no_macs)
+"""Broadcasting operands: those spanning the channels are tied, constants along them sliced."""
+_REDUCTION = Op(rules.reduction, macs=no_macs, parameters=_params(1))
+
+REGISTRY: dict[str, Op] = {
+    "Conv": Op(rules.conv, slicer=slicers.conv, macs=filters.conv_macs, filters=filters.CONV, folds_bn=True,
+               refit=True),
+    "ConvTranspose": Op(rules.conv_transpose, slicer=slicers.conv_transpose, macs=filters.conv_transpose_macs,
+                        filters=filters.CONV_TRANSPOSE, folds_bn=True),
+    "Gemm": Op(rules.gemm, slicer=slicers.gemm, macs=filters.gemm_macs, filters=filters.GEMM, folds_bn=True),
+    "MatMul": Op(rules.gemm, rules.channels_last_matmul, slicers.gemm, filters.matmul_macs, filters=filters.GEMM),
+    "Resize": Op(rules.resize, slicer=slicers.resize, macs=no_macs, parameters=_params(1, 2, 3)),
+    "Upsample": Op(rules.resize, macs=no_macs, parameters=_params(1)),
+    "Pad": Op(rules.pad, macs=no_macs, parameters=_params(1, 2, 3)),
+    "Concat": Op(rules.concat, macs=no_macs),
+    "Split": Op(rules.split, slicer=slicers.split, macs=no_macs, parameters=_params(1)),
+    "Slice": Op(rules.slice_, slicer=slicers.slice_, macs=no_macs, parameters=_params(1, 2, 3, 4)),
+    "Flatten": Op(rules.flatten, macs=no_macs),
+    "Reshape": Op(rules.reshape, slicer=slicers.reshape, macs=no_macs, parameters=_params(1)),
+    "Transpose": Op(rules.transpose, rules.channels_last_transpose, macs=no_macs),
+    "Squeeze": Op(rules.squeeze_unsqueeze, macs=no_macs, parameters=_params(1)),
+    "Unsqueeze": Op(rules.squeeze_unsqueeze, macs=no_macs, parameters=_params(1)),
+    "Shape": Op(rules.shape, macs=no_macs, shape_only=True),
+    "Size": Op(rules.size, macs=no_macs, shape_only=True),
+    "LayerNormalization": Op(channels_last=rules.channels_last_layer_norm, macs=no_macs),
+    **dict.fromkeys(("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus",
+                     "Exp", "Cast", "Identity", "Neg", "Abs", "Sqrt", "Reciprocal", "Erf", "Gelu", "Mish",
+                     "Softsign", "Celu", "ThresholdedRelu", "Floor", "Ceil", "Round", "Log", "Sin", "Cos"), _ELEMENT),
+    "Clip": dataclasses.replace(_ELEMENT, parameters=_params(1, 2)),
+    "Dropout": dataclasses.replace(_ELEMENT, parameters=_params(1, 2)),
+    **dict.fromkeys(("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"),
+                    _PER_CHANNEL),
+    "BatchNormalization": dataclasses.replace(_PER_CHANNEL, slicer=slicers.per_channel_params(1, 4)),
+    "InstanceNormalization": dataclasses.replace(_PER_CHANNEL, slicer=slicers.per_channel_params(1, 2)),
+    **dict.fromkeys(("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu"), _ELEMENTWISE),
+    **dict.fromkeys(("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd"),
+                    _REDUCTION),
+    # channel barriers, listed for which of their inputs are shape or index parameters
+    "Expand": Op(parameters=_params(1)),
+    "Tile": Op(parameters=_params(1)),
+    "ConstantOfShape": Op(parameters=_params(0)),
+    "Gather": Op(parameters=_params(1)),
+    "TopK": Op(parameters=_params(1)),
+    "Range": Op(parameters=_params(0, 1, 2)),
+    # never evaluated at canonicalization: random (a new value each run), or made an initializer
+    **dict.fromkeys(("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli", "Constant"), Op(folds_constants=False)),
+}
+"""The ops of the standard ONNX domain, by op type."""
+
+DOMAIN_REGISTRY: dict[tuple[str, str], Op] = {
+    ("com.microsoft", "Gelu"): Op(rules.pass_through, macs=no_macs),  # ONNX Runtime's contrib Gelu (erf form)
+}
+"""Ops of other domains, by (domain, op type)."""
+
+RULES: dict[str, Rule] = {op: kind.rule for op, kind in REGISTRY.items() if kind.rule is not None}
+CHANNELS_LAST_RULES: dict[str, Rule] = {op: kind.channels_last for op, kind in REGISTRY.items()
+                                        if kind.channels_last is not None}
+"""For a node that reads a channels-last tensor (channels on the last axis, as in a ConvNeXt
+block's MLP); such a node with no entry here is a barrier."""
+DOMAIN_RULES: dict[tuple[str, str], Rule] = {key: kind.rule for key, kind in DOMAIN_REGISTRY.items()
+                                             if kind.rule is not None}
+
+
+def op_kind(node: onnx.NodeProto) -> Op | None:
+    """The registry's entry for a node's op kind (None: an op nothing here knows)."""
+    if node.domain in ("", "ai.onnx"):
+        return REGISTRY.get(node.op_type)
+    return DOMAIN_REGISTRY.get((node.domain, node.op_type))
+
+
+def data_inputs(node: onnx.NodeProto) -> list[str]:
+    """The inputs of a node that carry activations or weights (not shape/axes/scales parameters)."""
+    kind = op_kind(node)
+    skip = kind.parameters if kind is not None else frozenset()
+    return [name for index, name in enumerate(node.input) if name and index not in skip]
+
+
+def filter_layout(node: onnx.NodeProto) -> FilterLayout | None:
+    """The node's filter layout when it is a filter producer."""
+    kind = op_kind(node)
+    return None if kind is None else kind.filters
+
+
+def filter_count(node: onnx.NodeProto, index: GraphIndex) -> int | None:
+    """Output channels of a filter producer with a constant weight."""
+    layout = filter_layout(node)
+    weight = index.array(node.input[1]) if layout is not None and len(node.input) > 1 else None
+    if weight is None or weight.ndim < 2:
+        return None
+    return layout.count(node, weight)
+
+
+def mixes_channels(node: onnx.NodeProto, weight_shape: Sequence[int] | None) -> bool:
+    """A filter producer whose outputs mix input channels (a depthwise conv does not), given
+    its weight's shape (None when unknown)."""
+    layout = filter_layout(node)
+    return layout is not None and layout.mixes(node, weight_shape)
