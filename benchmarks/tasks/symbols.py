@@ -114,6 +114,7 @@ def _ink(glyph: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     width = max(1, min(canvas, round(image.width * fit * aspect)))
     height = max(1, min(canvas, round(image.height * fit / aspect)))
     image = image.resize((width, height), Image.Resampling.BILINEAR)
+    # shift per axis: a direction in {-1, 0, 1} times up to 12% of the canvas (centred a third of the time)
     left = (canvas - width) // 2 + int(rng.integers(-1, 2) * rng.uniform(0, 0.12) * canvas)
     top = (canvas - height) // 2 + int(rng.integers(-1, 2) * rng.uniform(0, 0.12) * canvas)
     board = Image.new("L", (canvas, canvas), 0)
