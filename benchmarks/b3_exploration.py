@@ -43,7 +43,8 @@ PAPER_FINETUNE_STEPS = 3 * Spec().pretrain_steps
 
 
 def task_inputs(task: str) -> tuple[str, str]:
-    """(teacher ONNX, data argument) of a benchmark task, building the glyphs task when missing."""
+    """(teacher ONNX, data argument) of a benchmark task, building the glyphs or symbols task
+    when missing."""
     if task == "digits":
         return "models/digits_resnet.onnx", "digits"
     if task == "glyphs":
@@ -54,7 +55,15 @@ def task_inputs(task: str) -> tuple[str, str]:
         if not teacher.exists() or not data.exists() or not _has_unlabeled(data):
             glyphs_teacher.main([])
         return str(teacher), str(data)
-    raise SystemExit(f"unknown task '{task}'; use digits or glyphs")
+    if task == "symbols":
+        from models import symbols_teacher
+
+        teacher = symbols_teacher.OUTPUT
+        data = teacher.with_name(symbols_teacher.DATA_NAME)
+        if not teacher.exists() or not data.exists():
+            symbols_teacher.main([])
+        return str(teacher), str(data)
+    raise SystemExit(f"unknown task '{task}'; use digits, glyphs or symbols")
 
 
 def _has_unlabeled(path: Path) -> bool:
