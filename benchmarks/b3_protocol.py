@@ -20,7 +20,8 @@ stop on a plateau or after a first evaluation that is no better than assembly, i
 `images=same` (the pool removed, so pre-training and distillation see only the labelled
 training images the paper's baseline gets); `bn=frozen` (fine-tuning on BatchNorm's running
 statistics, `--finetune-bn frozen`, in every mode); `loss=kd` (distillation fine-tuning on every
-image in every mode); `lr=X` (the fine-tuning learning rate). Factors combine with `+`
+image in every mode); `lr=X` (the fine-tuning learning rate); `margin=Z` (the bound's noise
+margin in standard errors, `--bound-margin`; 0: the value alone). Factors combine with `+`
 (`loss=kd+lr=3e-5`). Per setting and mode, 3 seeds: median and range
 of wall seconds, answer params, test accuracy, and the median change fine-tuning made to the
 assembled candidates it touched.
@@ -75,20 +76,25 @@ FLAGS = {"candidates=64": ["--candidates", "64"], "bn=frozen": ["--finetune-bn",
 SPEC_LINES = {"abandon=off": "finetune_patience = 0"}
 
 
+NUMBERS = {"lr": "finetune_lr", "margin": "bound_margin"}
+"""Factors that set a spec number: `lr=3e-5`, `margin=2`."""
+
+
 def factors(setting: str) -> list[str]:
-    """A setting is `defaults` or factors joined by `+` (`loss=kd+lr=3e-5`); `lr=X` sets the
-    fine-tuning learning rate."""
+    """A setting is `defaults` or factors joined by `+` (`loss=kd+lr=3e-5`)."""
     parts = [] if setting == "defaults" else setting.split("+")
     for part in parts:
-        if part not in FLAGS and part not in SPEC_LINES and part != "images=same" and not _learning_rate(part):
-            raise SystemExit(f"unknown setting '{part}'; use {', '.join(SETTINGS)}, lr=X, or factors joined by +")
+        if part not in FLAGS and part not in SPEC_LINES and part != "images=same" and _spec_number(part) is None:
+            raise SystemExit(f"unknown setting '{part}'; use {', '.join(SETTINGS)}, lr=X, margin=Z, or factors "
+                             "joined by +")
     return parts
 
 
-def _learning_rate(part: str) -> float | None:
+def _spec_number(part: str) -> str | None:
+    """The spec line of a numeric factor (`margin=2` -> `bound_margin = 2.0`), else None."""
     name, _, value = part.partition("=")
     try:
-        return float(value) if name == "lr" else None
+        return f"{NUMBERS[name]} = {float(value)!r}" if name in NUMBERS else None
     except ValueError:
         return None
 
@@ -104,7 +110,7 @@ def cell_command(teacher: str, data: str, mode: str, setting: str, seed: int, al
                "--seed", str(seed), "--constraint", f"accuracy >= teacher - {alpha:g}",
                "--output", str(run_dir / "answer.onnx"), *MODES[mode]]
     spec_lines = [SPEC_LINES[part] for part in parts if part in SPEC_LINES]
-    spec_lines += [f"finetune_lr = {rate!r}" for part in parts if (rate := _learning_rate(part))]
+    spec_lines += [line for part in parts if (line := _spec_number(part))]
     for part in parts:
         command += FLAGS.get(part, [])
     if spec_lines:

@@ -7,6 +7,7 @@ The result is a TrialEvent for the driver to journal; nothing here writes the ru
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -15,6 +16,9 @@ from onnxwootz.blocks_training import block_file
 from onnxwootz.context import METRIC_KEY, METRIC_VALUE_KEY, RunContext
 from onnxwootz.events import TrialEvent
 from onnxwootz.tuning_blocks import BlockSet
+
+if TYPE_CHECKING:
+    from onnxwootz.runtime.training import Scored
 
 
 class CandidateEvaluator:
@@ -74,17 +78,22 @@ class CandidateEvaluator:
         latency = context.rundir.find("latency", candidate=candidate)
         trial = TrialEvent(mode=context.mode, candidate=candidate, rates=self.configs[candidate], params=pruned.params,
                            macs=pruned.macs, latency_ms=latency["p50_ms"] if latency else None,
-                           accuracy_at_assembly=outcome.curve[0][1], accuracy=outcome.accuracy, met=outcome.met,
+                           accuracy_at_assembly=outcome.curve[0][1], accuracy=outcome.accuracy,
+                           accuracy_floor=outcome.floor if outcome.accuracy >= context.bound else None, met=outcome.met,
                            steps=outcome.steps, seconds=time.perf_counter() - started, blocks=used,
                            curve=[list(point) for point in outcome.curve])
         return trial, answer
 
-    def score(self, view) -> float:
-        """The run's metric of a view on the validation split."""
-        from onnxwootz.runtime.training import predict_outputs
+    def score(self, view) -> Scored:
+        """The run's metric of a view on the validation split, and its floor: the value less the
+        run's noise margin, measured only where the value reaches the bound (below it the floor,
+        which is never above the value, cannot)."""
+        from onnxwootz.runtime.training import Scored, predict_outputs
 
         context = self.context
-        return context.metric(predict_outputs(view, context.x_val), context.teacher_val, context.dataset.y_val)
+        outputs = predict_outputs(view, context.x_val)
+        value = context.metric(outputs, context.teacher_val, context.dataset.y_val)
+        return Scored(value, context.noise.floor(outputs, value) if value >= context.bound else value)
 
     def test_metric(self) -> float:
         """The written answer's metric on the held-out test split (after every decision is made)."""

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from onnxwootz.core.errors import BadDataError, BadSpecError
-from onnxwootz.metrics import Metric, MetricFunction
+from onnxwootz.metrics import Metric, MetricFunction, NoiseMargin
 from onnxwootz.core.onnx_helpers import real_inputs, static_dims
 from onnxwootz.core.progress import Progress
 from onnxwootz.spec import Spec
@@ -43,7 +43,8 @@ class RunContext:
     `device`; `x_pool` and `loss` are what fine-tuning draws batches from and minimises (the
     training split and its labels, or the image pool and distillation of every teacher output);
     `teacher_val`/`teacher_test` are the teacher's outputs the metric compares with; `bound` is
-    the constraint's floor on the validation metric."""
+    the constraint's floor on the validation metric, and `noise` the margin a candidate's value
+    must clear it by."""
 
     spec: Spec
     progress: Progress
@@ -74,6 +75,7 @@ class RunContext:
     teacher_accuracy: float
     teacher_test_metric: float
     bound: float
+    noise: NoiseMargin
 
 
 def default_run_dir(model: str | os.PathLike[str], baseline: bool) -> Path:
@@ -145,7 +147,9 @@ def open_run(model: Path, data: str | None, spec: Spec, run_dir: str | os.PathLi
             teacher_arrays={i.name: onnx.numpy_helper.to_array(i) for i in prepared.model.graph.initializer},
             device=device, x_val=x_val, x_test=x_test, x_inputs=x_inputs, x_pool=x_pool, loss=loss,
             teacher_val=teacher_val, teacher_test=teacher_test, teacher_accuracy=teacher_accuracy,
-            teacher_test_metric=teacher_test_metric, bound=spec.parsed_constraint.bound(teacher_accuracy))
+            teacher_test_metric=teacher_test_metric, bound=spec.parsed_constraint.bound(teacher_accuracy),
+            noise=NoiseMargin(metric, teacher_val, dataset.y_val, spec.bound_margin, spec.parsed_constraint.relative,
+                              spec.seed))
     except BaseException:
         rundir.close()
         raise

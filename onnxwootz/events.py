@@ -41,8 +41,10 @@ class _JournalEvent:
 
 @dataclasses.dataclass
 class TrialEvent(_JournalEvent):
-    """One explored candidate: its sizes, its metric right after assembly and at the end, the
-    fine-tuning curve ([step, metric] points; step 0 is assembly) and the blocks it used."""
+    """One explored candidate: its sizes, its metric right after assembly and at the end (and
+    that value less the run's noise margin, where it reached the bound: it met the bound when
+    this floor did too), the fine-tuning curve ([step, metric] points; step 0 is assembly) and
+    the blocks it used."""
 
     mode: str
     candidate: int
@@ -57,12 +59,13 @@ class TrialEvent(_JournalEvent):
     seconds: float
     blocks: list[int]
     curve: list[list[float]]
+    accuracy_floor: float | None = None
 
     KIND: ClassVar[str] = "trial"
     ORDER: ClassVar[tuple[str, ...]] = ("mode", "candidate", "rates", "params", "macs", "latency_ms",
-                                        "accuracy_at_assembly", "accuracy", "met", "steps", "blocks", "curve",
-                                        "seconds")
-    DEFAULTS: ClassVar[dict[str, Any]] = {"latency_ms": None, "seconds": 0.0, "curve": []}
+                                        "accuracy_at_assembly", "accuracy", "accuracy_floor", "met", "steps", "blocks",
+                                        "curve", "seconds")
+    DEFAULTS: ClassVar[dict[str, Any]] = {"latency_ms": None, "seconds": 0.0, "curve": [], "accuracy_floor": None}
 
 
 @dataclasses.dataclass

@@ -46,6 +46,7 @@ class PruneResult(Result):
     constraint: str
     teacher_accuracy: float
     bound: float
+    bound_margin: float
     accuracy: float | None
     max_accuracy_drop: float
     params: int | None
@@ -138,7 +139,7 @@ class Explorer:
         result = PruneResult(
             teacher=str(context.model_path), model=str(context.answer_path) if answer else None,
             run_dir=str(context.rundir.path), mode=context.mode, objective=spec.objective, constraint=spec.constraint,
-            teacher_accuracy=context.teacher_accuracy, bound=context.bound,
+            teacher_accuracy=context.teacher_accuracy, bound=context.bound, bound_margin=spec.bound_margin,
             accuracy=answer.accuracy if answer else None, max_accuracy_drop=context.teacher_accuracy - context.bound,
             params=answer.params if answer else None, macs=answer.macs if answer else None,
             teacher_params=prepared.params, teacher_macs=prepared.macs, candidates=len(self.configs),

@@ -344,6 +344,12 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def _margin(summary: dict) -> str:
+    """How the bound was met: with a noise margin (runs from before margins: nothing said)."""
+    margin = summary.get("bound_margin")
+    return "" if margin is None else f" (met by the value less {margin:g} standard error(s))"
+
+
 def _bound_line(axes, bound: float) -> None:
     axes.axhline(bound, color=BOUND_COLOR, linestyle="--", linewidth=1, label=f"accuracy bound {bound:.4f}")
 
@@ -510,7 +516,7 @@ def _document(result: ReportResult, run: _Run, images: list[str]) -> list[Block]
                    f"({1 - summary['params'] / summary['teacher_params']:.1%} fewer than the teacher), "
                    f"{validation} {summary['accuracy']:.4f}{test}.")
     doc.append(f"Run `{result.run_dir}` ({result.mode}): {result.objective} with {result.constraint}. "
-               f"Teacher {validation} {result.teacher_accuracy:.4f}, bound {result.bound:.4f}. "
+               f"Teacher {validation} {result.teacher_accuracy:.4f}, bound {result.bound:.4f}{_margin(summary)}. "
                f"{summary['candidates_tried']} of {summary['candidates']} candidates tried. {verdict}")
     doc += [f"Note: {note}" for note in result.notes]
 

@@ -75,6 +75,7 @@ class Spec:
     granularity: str = "module"
     objective: str = "min size"
     constraint: str = "accuracy >= teacher - 0.01"
+    bound_margin: float = 1.0  # z: the validation metric less z bootstrap standard errors must reach the bound
     subspace: str = "spread"  # sizes spread (the paper's sampling) or around the measured sensitivity profile
     profile_init: str = "l1"  # the profile's pruned units: plain L1, or with their block's least-squares start
     profile_budget: float | None = None  # summed single-unit drops per profile candidate, x the allowed drop; None: any
@@ -125,6 +126,10 @@ class Spec:
                                                 or not self.profile_budget > 0):
             raise BadSpecError(f"profile_budget must be a positive number (a multiple of the allowed drop), "
                                f"got {self.profile_budget!r}")
+        if isinstance(self.bound_margin, bool) or not isinstance(self.bound_margin, (int, float)) \
+                or not self.bound_margin >= 0:
+            raise BadSpecError(f"bound_margin must be a number >= 0 (standard errors; 0: no margin), "
+                               f"got {self.bound_margin!r}")
         if self.round_to < 1:
             raise BadSpecError(f"round_to must be a positive integer, got {self.round_to}")
         self.metric_name()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import onnx
@@ -307,11 +307,26 @@ def pretrain_blocks(taps: TeacherTaps, students: list[Student], config: Pretrain
     return fits
 
 
+class Scored(NamedTuple):
+    """A view's validation metric and its floor: the value less its noise margin, which is what
+    must reach the bound (a value measured on a few hundred images is the luckiest among many
+    candidates exactly when it passes, so the margin keeps answers within the bound on new data)."""
+
+    value: float
+    floor: float
+
+    @classmethod
+    def exact(cls, value: float) -> "Scored":
+        """A value held to the bound as it is (no margin)."""
+        return cls(value, value)
+
+
 @dataclasses.dataclass
 class FineTuneOutcome:
     curve: list[tuple[int, float]]  # (step, validation accuracy); step 0 is right after assembly
     met: bool
     steps: int
+    floor: float  # the last evaluation's floor (its value less the noise margin)
 
     @property
     def accuracy(self) -> float:
@@ -383,8 +398,8 @@ def output_loss(kind: OutputKind, student: torch.Tensor, teacher: torch.Tensor, 
 
 Loss = Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]
 """(the student's outputs on a batch, the batch's row indices in the training pool) -> loss."""
-Score = Callable[[torch.nn.Module], float]
-"""A view -> its validation metric (higher is better)."""
+Score = Callable[[torch.nn.Module], Scored]
+"""A view -> its validation metric (higher is better) and the floor the bound is checked on."""
 
 
 def distillation_of(taps: TeacherTaps, names: Sequence[str], kinds: Sequence[OutputKind], batch: int) -> Loss:
@@ -442,15 +457,16 @@ def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, b
                   progress: Progress = NULL_PROGRESS, description: str = "fine-tuning") -> FineTuneOutcome:
     """Score right after assembly (0 steps when that already meets `bound`); otherwise fine-tune
     (Adam) on `loss` over random batches of the pool `x`, scoring every `eval_every` steps and
-    stopping as soon as the score reaches `bound`, or (with `patience` > 0) once that many
+    stopping as soon as the score's floor reaches `bound`, or (with `patience` > 0) once that many
     evaluations in a row have not improved on the best so far: a candidate on a plateau below
     the bound gives back the rest of its budget; and so does one that the first evaluation finds
     no better than at assembly (fine-tuning is hurting it: block-assembled networks fine-tuned
     on a few labels lose accuracy from the first steps, and do not win it back)."""
     steps, batch, eval_every, patience = config.steps, config.batch, config.eval_every, config.patience
-    curve = [(0, score(view))]
-    if curve[-1][1] >= bound or steps == 0:
-        return FineTuneOutcome(curve, curve[-1][1] >= bound, 0)
+    scored = score(view)
+    curve = [(0, scored.value)]
+    if scored.floor >= bound or steps == 0:
+        return FineTuneOutcome(curve, scored.floor >= bound, 0, scored.floor)
     params = [p for _, p in named_onnx_parameters(view)]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -469,15 +485,16 @@ def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, b
             optimizer.step()
             task.advance(1, loss=float(value.detach()))
             if step % eval_every == 0 or step == steps:
-                curve.append((step, score(view)))
+                scored = score(view)
+                curve.append((step, scored.value))
                 view.train(training_mode)
-                if curve[-1][1] >= bound:
+                if scored.floor >= bound:
                     break
                 best, stale = (curve[-1][1], 0) if curve[-1][1] > best else (best, stale + 1)
                 if patience and (stale >= patience or len(curve) == 2 and stale):
                     break
     view.eval()
-    return FineTuneOutcome(curve, curve[-1][1] >= bound, curve[-1][0])
+    return FineTuneOutcome(curve, scored.floor >= bound, curve[-1][0], scored.floor)
 
 
 def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: torch.Tensor, y_val: torch.Tensor,
@@ -488,7 +505,8 @@ def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: t
     labels), Hinton distillation from them."""
     loss = labels_loss(y) if teacher_logits is None else (
         lambda outputs, index: distillation_loss(outputs[0], teacher_logits[index]))
-    return finetune_with(view, x, loss, lambda v: evaluate(v, x_val, y_val), bound, config, progress, description)
+    return finetune_with(view, x, loss, lambda v: Scored.exact(evaluate(v, x_val, y_val)), bound, config, progress,
+                         description)
 
 
 def labels_loss(y: torch.Tensor) -> Loss:

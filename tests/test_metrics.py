@@ -8,8 +8,8 @@ import onnx
 import pytest
 
 from onnxwootz.core.errors import BadDataError, BadSpecError
-from onnxwootz.metrics import (agreement, build_metric, check_labels, custom_metric, default_metric_name, fidelity,
-                               map_iou, parse_metric_name, top1)
+from onnxwootz.metrics import (NoiseMargin, agreement, build_metric, check_labels, custom_metric, default_metric_name,
+                               fidelity, map_iou, parse_metric_name, top1)
 from onnxwootz.spec import load_spec
 
 EMPTY = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
@@ -116,3 +116,44 @@ def test_text_needs_a_ctc_output_and_a_character_set() -> None:
         model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
         model.metadata_props.add(key="character", value="a")
         check_labels(build_metric("text", model, [1, 4, 3]), None)
+
+
+def _one_hot_classifier(labels: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """Class scores that pick the label, except on `wrong` images (the next class)."""
+    picked = np.where(wrong, (labels + 1) % 10, labels)
+    return np.eye(10)[picked]
+
+
+def test_noise_margin_is_the_bootstrap_standard_error_of_the_difference_from_the_teacher() -> None:
+    """Paired (a bound relative to the teacher): only the images where the two disagree count,
+    so the margin is the textbook standard error of a paired difference, sd(d) / sqrt(n), and a
+    student that copies the teacher has none. Unpaired (an absolute bound): the binomial error
+    of the student's accuracy. z scales it; the same seed gives the same floor."""
+    rng = np.random.default_rng(0)
+    n = 900
+    labels = rng.integers(0, 10, n)
+    teacher_wrong, student_wrong = rng.random(n) < 0.05, rng.random(n) < 0.08
+    teacher, student = [_one_hot_classifier(labels, teacher_wrong)], [_one_hot_classifier(labels, student_wrong)]
+    metric = build_metric("top1", EMPTY, [1, 10])
+    value = metric(student, teacher, labels)
+    paired = NoiseMargin(metric, teacher, labels, z=2.0, paired=True, seed=0)
+    difference = teacher_wrong.astype(float) - student_wrong.astype(float)
+    textbook = difference.std(ddof=1) / np.sqrt(n)
+    assert (value - paired.floor(student, value)) / 2.0 == pytest.approx(textbook, rel=0.15)
+    assert paired.floor(teacher, metric(teacher, teacher, labels)) == pytest.approx(metric(teacher, teacher, labels))
+    alone = NoiseMargin(metric, teacher, labels, z=1.0, paired=False, seed=0)
+    assert value - alone.floor(student, value) == pytest.approx(np.sqrt(value * (1 - value) / n), rel=0.15)
+    assert NoiseMargin(metric, teacher, labels, z=2.0, paired=True, seed=0).floor(student, value) == \
+        paired.floor(student, value)
+    assert NoiseMargin(metric, teacher, labels, z=0.0, paired=True, seed=0).floor(student, value) == value
+
+
+def test_noise_margin_works_for_pooled_and_label_free_metrics() -> None:
+    """map_iou pools over images: resampling images still measures its spread."""
+    rng = np.random.default_rng(1)
+    teacher = [rng.random((40, 1, 8, 8))]
+    student = [teacher[0] + rng.normal(0, 0.1, teacher[0].shape)]
+    metric = build_metric("map_iou", EMPTY, [1, 1, 8, 8])
+    value = metric(student, teacher, None)
+    floor = NoiseMargin(metric, teacher, None, z=1.0, paired=True, seed=0).floor(student, value)
+    assert 0 < value - floor < 0.1

@@ -99,3 +99,10 @@ def test_weights_start_from_least_squares_for_the_method_and_l1_for_the_baseline
     assert load_spec(pretrain_init="l1").start() == "l1"
     with pytest.raises(BadSpecError, match="pretrain_init"):
         load_spec(pretrain_init="zero")
+
+
+@pytest.mark.parametrize("bad", [-1, "1", True, float("nan")])
+def test_bound_margin_is_one_standard_error_by_default_and_a_number_at_least_zero(bad) -> None:
+    assert load_spec().bound_margin == 1.0 and load_spec(bound_margin=0).bound_margin == 0
+    with pytest.raises(BadSpecError, match="bound_margin must be a number >= 0"):
+        load_spec(bound_margin=bad)

@@ -15,8 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
 from onnxwootz.runtime.training import (
-    FinetuneConfig, OutputKind, PretrainConfig, Student, TeacherTaps, distillation_loss, distillation_of, evaluate,
-    finetune, finetune_with, output_kinds, output_loss, predict, predict_outputs, pretrain_blocks, tensors,
+    FinetuneConfig, OutputKind, PretrainConfig, Scored, Student, TeacherTaps, distillation_loss, distillation_of,
+    evaluate, finetune, finetune_with, output_kinds, output_loss, predict, predict_outputs, pretrain_blocks, tensors,
     with_outputs,
 )
 
@@ -346,12 +346,12 @@ def test_distilling_every_output_pulls_a_student_back_to_its_teacher(images: tor
     held_out = torch.from_numpy(np.random.default_rng(9).standard_normal((32, 2, 6, 6)).astype(np.float32))
     reference = predict_outputs(TorchGraph(teacher), held_out)
 
-    def closeness(view) -> float:
+    def closeness(view) -> Scored:
         outputs = predict_outputs(view, held_out)
-        return float(np.mean([1 - np.square(s - t).sum() / np.square(t - t.mean()).sum()
-                              for s, t in zip(outputs, reference)]))
+        return Scored.exact(float(np.mean([1 - np.square(s - t).sum() / np.square(t - t.mean()).sum()
+                                           for s, t in zip(outputs, reference)])))
 
-    before = closeness(student)
+    before = closeness(student).value
     loss = distillation_of(taps, names, output_kinds(teacher, shapes), batch=16)
     outcome = finetune_with(student, images, loss, closeness, bound=2.0,
         config=FinetuneConfig(steps=150, batch=16, lr=3e-2, weight_decay=0.0, eval_every=50, seed=0))
@@ -396,7 +396,7 @@ def test_finetuning_with_frozen_statistics_keeps_batchnorms_running_statistics(f
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((64, 2, 6, 6)).astype(np.float32) * 3 + 1)
     before = {name: value.detach().clone() for name, value in view.state_dict().items()}
     names = view.param_names
-    finetune_with(view, x, lambda outputs, index: outputs[0].square().mean(), lambda v: 0.0, 1.0,
+    finetune_with(view, x, lambda outputs, index: outputs[0].square().mean(), lambda v: Scored.exact(0.0), 1.0,
                   FinetuneConfig(steps=10, batch=16, lr=0.01, weight_decay=0.0, eval_every=5, seed=0,
                                  autocast=False, frozen_statistics=frozen))
     after = view.state_dict()
@@ -404,3 +404,19 @@ def test_finetuning_with_frozen_statistics_keeps_batchnorms_running_statistics(f
     assert names["w"] in moved and names["fc"] in moved
     assert (names["mean"] in moved and names["var"] in moved) is not frozen
     assert (names["mean"] not in moved and names["var"] not in moved) is frozen
+
+
+def test_a_candidate_meets_the_bound_only_when_its_floor_does() -> None:
+    """The bound is checked on the floor (value less the noise margin), the curve keeps the
+    value: a value above the bound with a floor below it goes on fine-tuning."""
+    view = _conv_bn_classifier()
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((32, 2, 6, 6)).astype(np.float32))
+    config = FinetuneConfig(steps=10, batch=8, lr=0.01, weight_decay=0.0, eval_every=5, seed=0, autocast=False,
+                            patience=0)
+    scores = iter([Scored(0.95, 0.89), Scored(0.96, 0.93), Scored(0.97, 0.91)])
+    outcome = finetune_with(view, x, lambda outputs, index: outputs[0].square().mean(), lambda v: next(scores), 0.9,
+                            config)
+    assert outcome.curve == [(0, 0.95), (5, 0.96)] and outcome.met and outcome.floor == 0.93
+    stuck = finetune_with(view, x, lambda outputs, index: outputs[0].square().mean(),
+                          lambda v: Scored(0.95, 0.85), 0.9, config)
+    assert [step for step, _ in stuck.curve] == [0, 5, 10] and not stuck.met and stuck.floor == 0.85
