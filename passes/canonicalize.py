@@ -7,6 +7,12 @@ Rules, each a small pass:
 - RemoveInitializerInputs: initializers listed as graph inputs (IR < 4) are weights, not inputs.
 - ConstantsToInitializers: Constant nodes holding tensors become initializers (PaddleOCR-style
   graphs keep all weights in Constant nodes).
+- FoldChannelCounts: Gather(Shape(x), 1), x's channel count, becomes a constant where onnx
+  shape inference fixes it with the inputs' dims left open (the channel count of a conv's
+  output is its filter count, whatever the image size): the legacy torch exporter computes
+  `torch.chunk`'s slice bounds from it at run time (Shape -> Gather -> Add -> Div -> Mul ->
+  Slice), and with it constant, FoldConstants folds the chain into constant bounds that the
+  analysis splits and the slicer rewrites. Batch and spatial dims are never folded.
 - FoldConstants: nodes whose inputs are all initializers (Unsqueeze of a BN scale, Cast of a
   shape, ...) are evaluated once and replaced by their value.
 - EliminateIdentity: Identity and inference-time Dropout are removed; an Identity that exposes
@@ -27,7 +33,8 @@ import onnx
 from onnx import numpy_helper
 
 from onnxwootz.passes.base import Pass, PassManager, PassResult
-from onnxwootz.passes.graph_index import GraphIndex
+from onnxwootz.core.onnx_helpers import without_weights
+from onnxwootz.passes.graph_index import GraphIndex, attribute
 from onnxwootz.passes.ops import op_kind
 
 SHARED_KEY = "onnxwootz.shared_initializers"
@@ -112,6 +119,48 @@ class ConstantsToInitializers(Pass):
                     values[index] = [(node.output[0], array)]
         _replace_nodes_by_initializers(model, values)
         return PassResult(model, bool(values))
+
+
+class FoldChannelCounts(Pass):
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        index = GraphIndex(model)
+        reads = [(node, index.producer[node.input[0]]) for node in model.graph.node
+                 if node.op_type == "Gather" and node.input[0] in index.producer and attribute(node, "axis", 0) == 0
+                 and index.producer[node.input[0]].op_type == "Shape" and _is_one(index.array(node.input[1]))
+                 and attribute(index.producer[node.input[0]], "start", 0) == 0]
+        if not reads:
+            return PassResult(model, False)
+        channels = _static_channel_counts(model, {shape.input[0] for _, shape in reads})
+        values = {}
+        for position, node in enumerate(model.graph.node):
+            read = next((shape for gather, shape in reads if gather is node), None)
+            if read is not None and read.input[0] in channels:
+                scalar = index.array(node.input[1]).ndim == 0
+                values[position] = [(node.output[0], np.array(channels[read.input[0]] if scalar
+                                                              else [channels[read.input[0]]], np.int64))]
+        _replace_nodes_by_initializers(model, values)
+        return PassResult(model, bool(values))
+
+
+def _is_one(array: np.ndarray | None) -> bool:
+    return array is not None and array.size == 1 and int(array.reshape(-1)[0]) == 1
+
+
+def _static_channel_counts(model: onnx.ModelProto, names: set[str]) -> dict[str, int]:
+    """Dim 1 of each tensor in `names` where shape inference on the model as it is (graph
+    inputs' dims as declared, dynamic ones symbolic) gives a number."""
+    from onnx import shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(without_weights(model))
+    except Exception:
+        return {}
+    counts = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if value.name in names and len(dims) > 1 and dims[1].HasField("dim_value") and dims[1].dim_value > 0:
+            counts[value.name] = dims[1].dim_value
+    return counts
 
 
 class FoldConstants(Pass):
@@ -286,7 +335,7 @@ class UnshareInitializers(Pass):
 def canonicalize(model: onnx.ModelProto, check: bool = True) -> onnx.ModelProto:
     """Run every canonicalization pass in order (in place) and check the result."""
     manager = PassManager(
-        [NameNodes(), RemoveInitializerInputs(), ConstantsToInitializers(), FoldConstants(),
+        [NameNodes(), RemoveInitializerInputs(), ConstantsToInitializers(), FoldChannelCounts(), FoldConstants(),
          EliminateIdentity(), UnshareInitializers()],
         check=check,
     )

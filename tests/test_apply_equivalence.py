@@ -386,15 +386,34 @@ def test_reshape_keeping_channels_is_sliced(kind: str) -> None:
     check_equivalent(prepared, pruned, dummy_feed(prepared.model, {"x": [1, 3, 8, 8]}, seed=7), model)
 
 
-def test_reshape_with_computed_channel_entry_is_a_barrier() -> None:
-    """The channel entry computed as Shape(x)[2] * 1 (not the channel count read from x): the
-    analysis cannot make it follow, so the Reshape keeps its channels and says why."""
+def _computed_channel_entry(read: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """A Reshape target [N, C * 1, -1] whose C is read from Shape(ra) by `read` (Gather or Slice)."""
+    take = (helper.make_node("Gather", ["s", "one"], ["c"], name="gather_c", axis=0) if read == "Gather"
+            else helper.make_node("Slice", ["s", "one", "two"], ["c"], name="slice_c"))
     nodes = [helper.make_node("Shape", ["ra"], ["s"], name="shape"),
-             helper.make_node("Gather", ["s", "zero"], ["batch"], name="gather_n", axis=0),
-             helper.make_node("Gather", ["s", "one"], ["c"], name="gather_c", axis=0),
+             helper.make_node("Gather", ["s", "zero"], ["batch"], name="gather_n", axis=0), take,
              helper.make_node("Mul", ["c", "one_value"], ["c_times"], name="times"),
              helper.make_node("Concat", ["batch", "c_times", "minus_one"], ["target"], name="concat", axis=0)]
-    inits = [_ints("zero", [0]), _ints("one", [1]), _ints("one_value", [1]), _ints("minus_one", [-1])]
-    prepared = prepare(_reshape_model(nodes, inits, "target"), [1, 3, 8, 8])
+    inits = [_ints("zero", [0]), _ints("one", [1]), _ints("two", [2]), _ints("one_value", [1]),
+             _ints("minus_one", [-1])]
+    return nodes, inits
+
+
+def test_reshape_with_computed_channel_entry_is_a_barrier() -> None:
+    """The channel entry computed as Slice(Shape(x), 1, 2) * 1 (not the channel count read
+    from x): the analysis cannot make it follow, so the Reshape keeps its channels and says why."""
+    prepared = prepare(_reshape_model(*_computed_channel_entry("Slice"), "target"), [1, 3, 8, 8])
     group = prepared.analysis.groups[prepared.analysis.group_of_tensor("a")[0]]
     assert not group.prunable and "reshape_1" in group.kept_reason and "computed" in group.kept_reason
+
+
+def test_a_channel_count_read_by_gather_is_folded_and_the_reshape_follows() -> None:
+    """Gather(Shape(x), 1) * 1: x's channel count is its conv's filter count whatever the input
+    size, so canonicalization folds it to a constant, which the Reshape rule rewrites: the
+    pruned model is the masked original."""
+    model = _reshape_model(*_computed_channel_entry("Gather"), "target")
+    prepared = prepare(model, [1, 3, 8, 8])
+    assert {"gather_c", "times"}.isdisjoint(node.name for node in prepared.model.graph.node)  # the batch stays read
+    assert prepared.analysis.groups[prepared.analysis.group_of_tensor("a")[0]].prunable
+    pruned = prune_prepared(prepared, resolve_config(prepared, "group", 0.5), "group")
+    check_equivalent(prepared, pruned, dummy_feed(prepared.model, {"x": [1, 3, 8, 8]}, seed=7), model)

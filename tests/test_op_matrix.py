@@ -403,9 +403,26 @@ def layer_norm_nchw(n: Net, a: str) -> str:
 
 
 def shape_channel_count_scaled(n: Net, a: str) -> str:
-    """a * (Shape(a)[1] / 8): the channel count read by Shape enters the values."""
+    """a * (Shape(a)[1] / 8): the channel count read by Shape enters the values. It is conv_in's
+    filter count whatever the input's size, so canonicalization folds it (FoldChannelCounts):
+    the pruned model scales by the teacher's count, as the masked teacher does."""
     count = n.op("Cast", n.op("Gather", n.op("Shape", a), n.ints(1), axis=0), to=TensorProto.FLOAT)
     return _out(n, n.op("Mul", a, n.op("Div", count, n.const([float(C)]))))
+
+
+def shape_slice_channel_count_scaled(n: Net, a: str) -> str:
+    """a * (Shape(a)[1:2] / 8), the count read by a Slice (which is not folded): a barrier."""
+    count = n.op("Cast", n.op("Slice", n.op("Shape", a), n.ints(1), n.ints(2)), to=TensorProto.FLOAT)
+    return _out(n, n.op("Mul", a, n.op("Div", count, n.const([float(C)]))))
+
+
+def legacy_chunk(n: Net, a: str) -> str:
+    """The legacy torch exporter's `a.chunk(2, dim=1)`: both halves' bounds computed at run time
+    from Shape(a)[1] (Add 1, Div 2, Mul 1 and 2), the second half through a conv of its own."""
+    half = n.op("Div", n.op("Add", n.op("Gather", n.op("Shape", a), n.ints(1), axis=0), n.ints(1)), n.ints(2))
+    first = n.op("Slice", a, n.ints(0), n.op("Mul", half, n.ints(1)), n.ints(1))
+    second = n.op("Slice", a, n.op("Mul", half, n.ints(1)), n.op("Mul", half, n.ints(2)), n.ints(1))
+    return _out(n, n.op("Concat", first, n.op("Relu", n.conv(second, C // 2, C // 2)), axis=1))
 
 
 def shape_spatial_size_scaled(n: Net, a: str) -> str:
@@ -517,8 +534,10 @@ CASES: dict[str, Case] = {
     "reducemean_channels": Case(reduce("ReduceMean", axes=(1,)), barrier=CHANNELS_KEPT, opset=18),
     "reducesum_channels": Case(reduce("ReduceSum", axes=(-3,)), barrier=CHANNELS_KEPT, opset=18),
     "size_scaled": Case(size_scaled, barrier="its element count counts the channels"),
-    "shape_channel_count_scaled": Case(shape_channel_count_scaled,
-                                       barrier="the channel count it reads is used as a value"),
+    "shape_channel_count_scaled": Case(shape_channel_count_scaled),
+    "shape_slice_channel_count_scaled": Case(shape_slice_channel_count_scaled,
+                                             barrier="the channel count it reads is used as a value"),
+    "legacy_chunk": Case(legacy_chunk),
     "shape_spatial_size_scaled": Case(shape_spatial_size_scaled),
     "size_of_shape": Case(size_of_shape),
     "grouped_conv": Case(grouped_conv),
