@@ -157,3 +157,21 @@ def test_noise_margin_works_for_pooled_and_label_free_metrics() -> None:
     value = metric(student, teacher, None)
     floor = NoiseMargin(metric, teacher, None, z=1.0, paired=True, seed=0).floor(student, value)
     assert 0 < value - floor < 0.1
+
+
+@pytest.mark.parametrize("name", ["top1", "agreement", "fidelity", "map_iou"])
+def test_pooled_resampling_is_the_metric_run_on_each_resample(name: str) -> None:
+    """A registry metric's margin comes from weighted sums of per-image rows; it equals the
+    margin of the same function run on every resampled set of images."""
+    rng = np.random.default_rng(2)
+    shape = [1, 10] if name in ("top1", "agreement") else [1, 2, 6, 6]
+    teacher = [rng.random((60, *shape[1:])), rng.normal(size=(60, 3))]
+    student = [output + rng.normal(0, 0.2, output.shape) for output in teacher]
+    labels = rng.integers(0, 10, 60)
+    metric = build_metric(name, EMPTY, shape)
+    plain = custom_metric(lambda s, t, y: metric(s, t, y))
+    value = metric(student, teacher, labels)
+    for paired in (True, False):
+        fast = NoiseMargin(metric, teacher, labels, z=1.0, paired=paired, seed=3).floor(student, value)
+        slow = NoiseMargin(plain, teacher, labels, z=1.0, paired=paired, seed=3).floor(student, value)
+        assert fast == pytest.approx(slow, abs=1e-9) and fast < value
