@@ -21,7 +21,13 @@ Rules, each a small pass:
 - UnshareInitializers: an initializer read by several nodes is copied per consumer as
   `<name>@<node name>` (made unique when a real tensor has that name; recorded in metadata
   `onnxwootz.shared_initializers`), so that slicing it for one consumer never changes another.
-BatchNormalization is kept as it is (not folded)."""
+BatchNormalization is kept as it is (not folded).
+
+One rewrite needs the tensors' shapes and runs once they are known (`shuffles_to_gathers`,
+called by prepare): a channel shuffle, Reshape [N, C, H, W] -> [N, g, C/g, H, W] -> Transpose
+(0, 2, 1, 3, 4) -> Reshape back to [N, C, H, W], becomes one Gather of the channels in the
+shuffled order, which the analysis follows as a permutation and slicing renumbers (the three
+ops could only be rebuilt if every group kept the same positions)."""
 
 from __future__ import annotations
 
@@ -139,6 +145,7 @@ class FoldChannelCounts(Pass):
                 values[position] = [(node.output[0], np.array(channels[read.input[0]] if scalar
                                                               else [channels[read.input[0]]], np.int64))]
         _replace_nodes_by_initializers(model, values)
+        _drop_orphans(model, [model_node.input[0] for model_node, _ in reads])  # the Shapes nothing reads now
         return PassResult(model, bool(values))
 
 
@@ -330,6 +337,79 @@ class UnshareInitializers(Pass):
         if changed:
             _set_metadata(model, SHARED_KEY, origins)
         return PassResult(model, changed)
+
+
+def shuffles_to_gathers(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> bool:
+    """Replace every channel shuffle (module docstring) by Gather(x, order, axis=1); the
+    shuffle's inner tensors must be read by nothing else. Returns whether one was replaced."""
+    index = GraphIndex(model)
+    replaced: dict[int, onnx.NodeProto] = {}
+    dropped: set[int] = set()
+    position = {id(node): number for number, node in enumerate(model.graph.node)}
+    for head in model.graph.node:
+        shuffle = _shuffle(index, shapes, head)
+        if shuffle is None:
+            continue
+        transpose, tail, groups = shuffle
+        channels = shapes[head.input[0]][1]
+        order = np.arange(channels).reshape(groups, channels // groups).T.reshape(-1)
+        name = f"{tail.name}/shuffle_order"
+        model.graph.initializer.append(numpy_helper.from_array(order.astype(np.int64), name))
+        gather = onnx.helper.make_node("Gather", [head.input[0], name], [tail.output[0]], name=tail.name, axis=1)
+        replaced[position[id(tail)]] = gather
+        dropped |= {position[id(head)], position[id(transpose)]}
+    if not replaced:
+        return False
+    nodes = [replaced.get(number, node) for number, node in enumerate(model.graph.node) if number not in dropped]
+    orphans = [name for number in [*dropped, *replaced] for name in model.graph.node[number].input[1:]]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    _drop_orphans(model, orphans)
+    _drop_unused_initializers(model)
+    return True
+
+
+def _drop_orphans(model: onnx.ModelProto, names: list[str]) -> None:
+    """Remove the nodes that computed `names` (the shuffles' reshape targets) where nothing
+    reads their outputs any more, and so on up their inputs."""
+    index = GraphIndex(model)
+    dead: set[int] = set()
+    todo = list(names)
+    while todo:
+        node = index.producer.get(todo.pop())
+        if node is None or id(node) in dead:
+            continue
+        outputs = [name for name in node.output if name]
+        if any(name in index.graph_outputs or any(id(reader) not in dead for reader in index.consumers.get(name, []))
+               for name in outputs):
+            continue
+        dead.add(id(node))
+        todo.extend(name for name in node.input if name)
+    if dead:
+        kept = [node for node in model.graph.node if id(node) not in dead]
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+
+
+def _shuffle(index: GraphIndex, shapes: dict[str, list[int]], head: onnx.NodeProto
+             ) -> tuple[onnx.NodeProto, onnx.NodeProto, int] | None:
+    """(transpose, tail, groups) when `head` starts a channel shuffle, else None."""
+    if head.op_type != "Reshape":
+        return None
+    x, grouped = shapes.get(head.input[0]), shapes.get(head.output[0])
+    if not x or not grouped or len(x) != 4 or len(grouped) != 5 or grouped[0] != x[0] or grouped[3:] != x[2:] \
+            or grouped[1] * grouped[2] != x[1] or grouped[1] < 2:
+        return None
+    readers = index.consumers.get(head.output[0], [])
+    if len(readers) != 1 or readers[0].op_type != "Transpose" or attribute(readers[0], "perm") != [0, 2, 1, 3, 4]:
+        return None
+    transpose = readers[0]
+    readers = index.consumers.get(transpose.output[0], [])
+    if len(readers) != 1 or readers[0].op_type != "Reshape" or shapes.get(readers[0].output[0]) != x:
+        return None
+    if any(name in index.graph_outputs for name in (head.output[0], transpose.output[0])):
+        return None
+    return transpose, readers[0], grouped[1]
 
 
 def canonicalize(model: onnx.ModelProto, check: bool = True) -> onnx.ModelProto:

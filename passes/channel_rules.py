@@ -262,6 +262,29 @@ def slice_(node: onnx.NodeProto, st: ChannelState) -> None:
     st.split_outputs.append(node.output[0])
 
 
+def gather(node: onnx.NodeProto, st: ChannelState) -> None:
+    """Gather on the channel axis with constant indices that pick each channel at most once (a
+    channel shuffle, canonicalized): the output's channels are those channels in that order.
+    Along a spatial axis the channels pass through."""
+    x = st.ids.get(node.input[0])
+    rank = _rank(st, node.input[0])
+    if x is None or rank is None:
+        return
+    axis = _axis(attribute(node, "axis", 0), rank)
+    indices = st.index.array(node.input[1])
+    if axis >= 2 and indices is not None:
+        pass_through(node, st)
+        return
+    if axis != 1 or indices is None or indices.ndim != 1:
+        st.barrier(node, "gathers along the batch or channel axis with computed or non-1-D indices")
+        return
+    picked = np.where(indices < 0, indices + len(x), indices)
+    if len(np.unique(picked)) != len(picked):
+        st.barrier(node, "gathers a channel more than once")
+        return
+    st.ids[node.output[0]] = x[picked]
+
+
 def _flatten_ids(st: ChannelState, name: str, x: np.ndarray) -> np.ndarray:
     shape = st.shapes[name]
     return np.repeat(x, int(np.prod(shape[2:])) if len(shape) > 2 else 1)

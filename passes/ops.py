@@ -76,6 +76,7 @@ REGISTRY: dict[str, Op] = {
     "Concat": Op(rules.concat, macs=no_macs),
     "Split": Op(rules.split, slicer=slicers.split, macs=no_macs, parameters=_params(1)),
     "Slice": Op(rules.slice_, slicer=slicers.slice_, macs=no_macs, parameters=_params(1, 2, 3, 4)),
+    "Gather": Op(rules.gather, slicer=slicers.gather, macs=no_macs, parameters=_params(1)),
     "Flatten": Op(rules.flatten, macs=no_macs),
     "Reshape": Op(rules.reshape, slicer=slicers.reshape, macs=no_macs, parameters=_params(1)),
     "Transpose": Op(rules.transpose, rules.channels_last_transpose, macs=no_macs),
@@ -100,7 +101,6 @@ REGISTRY: dict[str, Op] = {
     "Expand": Op(parameters=_params(1)),
     "Tile": Op(parameters=_params(1)),
     "ConstantOfShape": Op(parameters=_params(0)),
-    "Gather": Op(parameters=_params(1)),
     "TopK": Op(parameters=_params(1)),
     "Range": Op(parameters=_params(0, 1, 2)),
     # never evaluated at canonicalization: random (a new value each run), or made an initializer

@@ -153,6 +153,22 @@ def _follow_channels(s: Cuts, target: str, position: int, mask: Mask | None) -> 
     s.rewrite(entry.tensor, new)
 
 
+def gather(node: onnx.NodeProto, s: Cuts) -> None:
+    """A channel-axis Gather (the analysis accepted constant 1-D indices there): the kept
+    outputs' indices, renumbered as positions among the kept inputs."""
+    m_in, m_out = s.mask(node.input[0]), s.mask(node.output[0])
+    if m_in is None and m_out is None:
+        return
+    indices = s.index.array(node.input[1])
+    if len(s.shapes[node.input[0]]) < 2 or attribute(node, "axis", 0) % len(s.shapes[node.input[0]]) != 1:
+        return
+    full = len(s.masks[node.input[0]])
+    picked = np.where(indices < 0, indices + full, indices)
+    kept_out = picked if m_out is None else picked[m_out]
+    position = np.cumsum(s.masks[node.input[0]]) - 1
+    s.rewrite(node.input[1], position[kept_out].astype(indices.dtype))
+
+
 def reshape(node: onnx.NodeProto, s: Cuts) -> None:
     _follow_channels(s, node.input[1], 1, s.masks.get(node.output[0]))
 

@@ -417,3 +417,20 @@ def test_a_channel_count_read_by_gather_is_folded_and_the_reshape_follows() -> N
     assert prepared.analysis.groups[prepared.analysis.group_of_tensor("a")[0]].prunable
     pruned = prune_prepared(prepared, resolve_config(prepared, "group", 0.5), "group")
     check_equivalent(prepared, pruned, dummy_feed(prepared.model, {"x": [1, 3, 8, 8]}, seed=7), model)
+
+
+@pytest.mark.parametrize("kind", [f"export:shufflenet:{exporter}" for exporter in EXPORTERS] + ["zoo:shufflenet"])
+def test_channel_shuffles_become_gathers_and_every_group_prunes(kind: str) -> None:
+    """ShuffleNet v2 (our builder, both exporters: the legacy one computes the shuffle's targets
+    and torch.chunk's bounds from Shape at run time) and the zoo's ShuffleNet v1 (grouped convs):
+    no Reshape/Transpose pair is left, no channel group is kept for the shuffle or the chunk,
+    and the pruned model is the masked original."""
+    source = _source(kind)
+    prepared = prepare(source)
+    ops = Counter(node.op_type for node in prepared.model.graph.node)
+    assert ops["Transpose"] == 0 and ops["Gather"] >= 2
+    reasons = {group.kept_reason for group in prepared.analysis.groups if not group.prunable}
+    assert all(reason.startswith(("graph input", "reaches graph output", "Softmax")) for reason in reasons), reasons
+    pruned = prune_prepared(prepared, resolve_config(prepared, "group", 0.5), "group")
+    assert prepared.macs / pruned.macs > 2.5
+    check_equivalent(prepared, pruned, _feed(prepared, kind), source)

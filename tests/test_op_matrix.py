@@ -321,9 +321,24 @@ def reshape_runtime(n: Net, a: str) -> str:
 
 
 def channel_shuffle(n: Net, a: str) -> str:
-    """ShuffleNet's Reshape [1,2,4,8,8] -> Transpose -> Reshape [1,8,8,8]: regroups channels."""
+    """ShuffleNet's Reshape [1,2,4,8,8] -> Transpose -> Reshape [1,8,8,8]: a permutation of the
+    channels, made a Gather by prepare (canonicalize.shuffles_to_gathers)."""
     grouped = n.op("Reshape", a, n.ints(1, 2, C // 2, 8, 8))
     return _out(n, n.op("Reshape", n.op("Transpose", grouped, perm=[0, 2, 1, 3, 4]), n.ints(1, C, 8, 8)))
+
+
+def gather_channels(n: Net, a: str) -> str:
+    """Gather on the channel axis with a constant permutation."""
+    return _out(n, n.op("Gather", a, n.ints(3, 0, 7, 1, 6, 2, 5, 4), axis=1))
+
+
+def gather_channel_twice(n: Net, a: str) -> str:
+    return _out(n, n.op("Gather", a, n.ints(0, 0, 1, 2, 3, 4, 5, 6), axis=1))
+
+
+def gather_width(n: Net, a: str) -> str:
+    """Gather along W: the channels pass through."""
+    return _out(n, n.op("Gather", a, n.ints(7, 6, 5, 4, 3, 2, 1, 0), axis=3))
 
 
 def transpose_hw(n: Net, a: str) -> str:
@@ -518,7 +533,10 @@ CASES: dict[str, Case] = {
     "matmul_3d": Case(matmul_3d, barrier="input is not 2-D"),
     "reshape_3d": Case(reshape_3d),
     "reshape_runtime_shape": Case(reshape_runtime),
-    "channel_shuffle": Case(channel_shuffle, barrier="reshape regroups the channel axis"),
+    "channel_shuffle": Case(channel_shuffle),
+    "gather_channels": Case(gather_channels),
+    "gather_channel_twice": Case(gather_channel_twice, barrier="gathers a channel more than once"),
+    "gather_width": Case(gather_width),
     "transpose_hw": Case(transpose_hw),
     # channels tracked on axis 1 only: an NHWC round trip is kept (a missed opportunity, correct)
     "transpose_nhwc_round_trip": Case(transpose_nhwc),
