@@ -4,7 +4,13 @@
 path crosses; the nodes between two cuts form a module (modules without a filter producer are
 merged into the one before; a depthwise conv is not a filter producer here, since it keeps its
 input's channels: MobileNet's pointwise conv and the depthwise conv after it are one module, so
-the channel group between them lies inside it instead of spanning three modules).
+the channel group between them lies inside it instead of spanning three modules). Nor is a gate:
+a run whose channel-mixing layers all compute tensors without spatial extent and whose exits
+are feature maps reached from its entries without a mixing layer (a squeeze-and-excitation
+gate, x * sigmoid(fc(relu(fc(pool(x)))))) keeps its entry's channels, scaled, and joins the
+module before too; else an inverted-residual block without a skip split into expand | gate |
+project modules, its expanded channels produced in two of them, and they were kept as if they
+were a residual stream.
 A module that holds most of the model's filter weights (LARGE_MODULE_SHARE) is split
 further at frontiers where every live tensor but one is parked (see PARKED_FILTERS): a
 backbone whose stage outputs feed an FPN has no single tensor between its stages, so without
@@ -12,7 +18,8 @@ this it is one module, one rate for most of the network. A module's entries are 
 reads from before it, its exits the tensors it computes that are read after it (one each for a
 single-tensor cut). Groups whose filters and consumers all lie inside one module take the
 module's rate; a group that leaves its module (the module's top layer) is kept, except in a
-module with no internal group (a plain chain such as VGG), where its output group is its unit.
+module with no internal group but gate groups (a plain chain such as VGG, or MobileNetV3's
+expand | depthwise | SE gate), where its output group is its unit, with the gate's groups.
 `group` granularity: every prunable group is a unit of its own."""
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import dataclasses
 import numpy as np
 import onnx
 
+from onnxwootz.core.onnx_helpers import without_weights
 from onnxwootz.passes.channel_groups import ChannelAnalysis
 from onnxwootz.passes.graph_index import GraphIndex
 from onnxwootz.passes.ops import data_inputs, filter_layout, mixes_channels, op_kind
@@ -106,6 +114,26 @@ def activation_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [node for node in model.graph.node if not all(out in shape_only for out in node.output if out)]
 
 
+def _extents(model: onnx.ModelProto) -> tuple[set[str], set[str]]:
+    """Tensors that onnx shape inference shows without spatial extent (every axis after the
+    channels of size 1: a pooled or fully connected tensor), and those with (rank 3 or more,
+    some such axis not known to be 1). A tensor inference says nothing of is in neither."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(without_weights(model), data_prop=True)
+    except Exception:  # no shapes: no gates, the modules are the single-tensor cuts' alone
+        return set(), set()
+    flat, spatial = set(), set()
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        if not value.type.tensor_type.HasField("shape"):
+            continue
+        dims = value.type.tensor_type.shape.dim[2:]
+        if all(dim.HasField("dim_value") and dim.dim_value == 1 for dim in dims):
+            flat.add(value.name)
+        else:
+            spatial.add(value.name)
+    return flat, spatial
+
+
 def _mixes_channels(node: onnx.NodeProto, index: GraphIndex) -> bool:
     """ops.mixes_channels with the weight's shape from its initializer (no data read)."""
     weight = index.initializers.get(node.input[1]) if len(node.input) > 1 else None
@@ -134,6 +162,7 @@ class ActivationOrder:
         self.weights = [self._weight_size(node) if mix else 0 for node, mix in zip(self.nodes, mixing)]
         self.mixing = np.array(mixing, dtype=bool)
         self._mixers_before = np.concatenate([[0], np.cumsum(self.mixing)])
+        self.flat, self.spatial = _extents(model) if self.mixing.any() else (set(), set())
 
     def _weight_size(self, node: onnx.NodeProto) -> int:
         weight = self.index.array(node.input[1]) if len(node.input) > 1 else None
@@ -177,17 +206,35 @@ class ActivationOrder:
                  if name in inside and self.last_read[name] > b]
         return Span(nodes, list(dict.fromkeys(entries)), exits)
 
+    def makes_channels(self, a: int, b: int) -> bool:
+        """Whether nodes a..b-1 compute channels of their own: they hold a channel-mixing
+        producer and are no gate (see the module docstring: mixers whose outputs are all
+        without spatial extent, exits all feature maps reached from the entries through nodes
+        that mix no channels)."""
+        mixers = [node for node, mixes in zip(self.nodes[a:b], self.mixing[a:b]) if mixes]
+        if not mixers:
+            return False
+        if not all(name in self.flat for node in mixers for name in node.output if name):
+            return True
+        span = self.span(self.nodes[a].name, self.nodes[b - 1].name)
+        reached = set(span.entries)
+        for node, mixes in zip(span.nodes, self.mixing[a:b]):
+            if not mixes and reached.intersection(data_inputs(node)):
+                reached.update(name for name in node.output if name)
+        return not span.exits or not all(name in self.spatial and name in reached for name in span.exits)
+
     def runs(self, cuts: list[int], start: int, stop: int) -> list[tuple[int, int]]:
-        """Node ranges [a, b) of positions start..stop-1 split after each cut; a range without a
-        channel-mixing producer joins the one before (the first joins the one after)."""
+        """Node ranges [a, b) of positions start..stop-1 split after each cut; a range that
+        makes no channels of its own (no channel-mixing producer, or a gate) joins the one
+        before (the first joins the one after)."""
         bounds = [start, *[p + 1 for p in cuts if start <= p < stop - 1], stop]
         merged: list[list[int]] = []
         for a, b in zip(bounds, bounds[1:]):
-            if merged and not self.mixing[a:b].any():
+            if merged and not self.makes_channels(a, b):
                 merged[-1][1] = b
             else:
                 merged.append([a, b])
-        if len(merged) > 1 and not self.mixing[merged[0][0]:merged[0][1]].any():
+        if len(merged) > 1 and not self.makes_channels(*merged[0]):
             merged[1][0] = merged[0][0]
             merged.pop(0)
         return [(a, b) for a, b in merged]
@@ -226,6 +273,19 @@ def _group_nodes(model: onnx.ModelProto, analysis: ChannelAnalysis) -> dict[int,
     return touched
 
 
+def _gate_groups(analysis: ChannelAnalysis, order: ActivationOrder) -> set[int]:
+    """Groups whose every activation tensor is without spatial extent: inside a feature
+    network, the channels of a gate (an SE block's squeezed channels)."""
+    spatial: set[int] = set()
+    seen: set[int] = set()
+    for name in order.produced_at:
+        groups = analysis.group_of_tensor(name)
+        seen.update(groups)
+        if name not in order.flat:
+            spatial.update(groups)
+    return seen - spatial
+
+
 def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: str) -> UnitPlan:
     kept = {g.id: g.kept_reason for g in analysis.groups if not g.prunable}
     prunable = [g for g in analysis.groups if g.prunable]
@@ -250,16 +310,19 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
             crossing.setdefault(producer_homes.pop(), []).append(group.id)
         else:
             kept[group.id] = "spans several modules (residual stream)"
+    gates = _gate_groups(analysis, order)
     units = []
     for number, module in enumerate(module_list):
-        groups = internal.get(number) or crossing.get(number, [])
-        if internal.get(number):
-            for group_id in crossing.get(number, []):
+        inside, leaving = internal.get(number, []), crossing.get(number, [])
+        chain = not set(inside) - gates
+        groups = leaving + inside if chain and leaving else inside
+        if not chain:
+            for group_id in leaving:
                 kept[group_id] = "module output (the module's top layer is kept)"
         if groups:
             run = module.nodes
             first = next((n.name for n in run if filter_layout(n) is not None), run[0].name)
             units.append(Unit(f"m{number}", first, sorted(groups), [n.name for n in run], module.entries, module.exits,
-                              number, not internal.get(number)))
+                              number, chain and bool(leaving)))
     boundaries = sorted({name for module in module_list for name in [*module.entries, *module.exits]})
     return UnitPlan(units, kept, order, module_list, boundaries)
