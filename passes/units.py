@@ -18,8 +18,9 @@ this it is one module, one rate for most of the network. A module's entries are 
 reads from before it, its exits the tensors it computes that are read after it (one each for a
 single-tensor cut). Groups whose filters and consumers all lie inside one module take the
 module's rate; a group that leaves its module (the module's top layer) is kept, except in a
-module with no internal group but gate groups (a plain chain such as VGG, or MobileNetV3's
-expand | depthwise | SE gate), where its output group is its unit, with the gate's groups.
+module whose internal groups all have their filters in gates that joined it (none: a plain
+chain such as VGG; an SE gate's squeezed channels: MobileNetV3's expand | depthwise | SE), where
+its output group is its unit, with the gates' groups.
 `group` granularity: every prunable group is a unit of its own."""
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Module:
     nodes: list[onnx.NodeProto]
     entries: list[str]
     exits: list[str]
+    gates: list[str] = dataclasses.field(default_factory=list)  # the nodes of the gates that joined it
 
 
 @dataclasses.dataclass
@@ -223,21 +225,28 @@ class ActivationOrder:
                 reached.update(name for name in node.output if name)
         return not span.exits or not all(name in self.spatial and name in reached for name in span.exits)
 
-    def runs(self, cuts: list[int], start: int, stop: int) -> list[tuple[int, int]]:
+    def runs(self, cuts: list[int], start: int, stop: int) -> list[tuple[int, int, set[int]]]:
         """Node ranges [a, b) of positions start..stop-1 split after each cut; a range that
         makes no channels of its own (no channel-mixing producer, or a gate) joins the one
-        before (the first joins the one after)."""
+        before (the first joins the one after). With each range, the positions of the gates
+        that joined it."""
         bounds = [start, *[p + 1 for p in cuts if start <= p < stop - 1], stop]
-        merged: list[list[int]] = []
+        merged: list[list] = []  # [a, b, gate positions]
         for a, b in zip(bounds, bounds[1:]):
             if merged and not self.makes_channels(a, b):
                 merged[-1][1] = b
+                merged[-1][2] |= self._gate(a, b)
             else:
-                merged.append([a, b])
-        if len(merged) > 1 and not self.makes_channels(*merged[0]):
-            merged[1][0] = merged[0][0]
-            merged.pop(0)
-        return [(a, b) for a, b in merged]
+                merged.append([a, b, set()])
+        if len(merged) > 1 and not self.makes_channels(merged[0][0], merged[0][1]):
+            a, b, _ = merged.pop(0)
+            merged[0][0] = a
+            merged[0][2] |= self._gate(a, b)
+        return [(a, b, gates) for a, b, gates in merged]
+
+    def _gate(self, a: int, b: int) -> set[int]:
+        """Positions a..b-1 of a range that joins another, if it is a gate (it mixes channels)."""
+        return set(range(a, b)) if self.mixing[a:b].any() else set()
 
 
 def modules(order: ActivationOrder) -> list[Module]:
@@ -249,17 +258,17 @@ def modules(order: ActivationOrder) -> list[Module]:
     total = max(sum(order.weights), 1)
     parked: list[set[str]] | None = None
     ranges = []
-    for a, b in order.runs(single, 0, len(order.nodes)):
+    for a, b, gates in order.runs(single, 0, len(order.nodes)):
         if sum(order.weights[a:b]) > LARGE_MODULE_SHARE * total:
             parked = parked or order.parked()
             frontier = [p for p in range(a, b) if len(live[p] - parked[p]) == 1]
             ranges.extend(order.runs(frontier, a, b))
         else:
-            ranges.append((a, b))
+            ranges.append((a, b, gates))
     result = []
-    for a, b in ranges:
+    for a, b, gates in ranges:
         span = order.span(order.nodes[a].name, order.nodes[b - 1].name)
-        result.append(Module(span.nodes, span.entries, span.exits))
+        result.append(Module(span.nodes, span.entries, span.exits, [order.nodes[p].name for p in sorted(gates)]))
     return result
 
 
@@ -273,17 +282,10 @@ def _group_nodes(model: onnx.ModelProto, analysis: ChannelAnalysis) -> dict[int,
     return touched
 
 
-def _gate_groups(analysis: ChannelAnalysis, order: ActivationOrder) -> set[int]:
-    """Groups whose every activation tensor is without spatial extent: inside a feature
-    network, the channels of a gate (an SE block's squeezed channels)."""
-    spatial: set[int] = set()
-    seen: set[int] = set()
-    for name in order.produced_at:
-        groups = analysis.group_of_tensor(name)
-        seen.update(groups)
-        if name not in order.flat:
-            spatial.update(groups)
-    return seen - spatial
+def _gate_groups(analysis: ChannelAnalysis, module_list: list[Module]) -> set[int]:
+    """Groups whose filters all lie in gates (an SE block's squeezed channels)."""
+    gates = {name for module in module_list for name in module.gates}
+    return {group.id for group in analysis.groups if group.producers and set(group.producers) <= gates}
 
 
 def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: str) -> UnitPlan:
@@ -310,7 +312,7 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
             crossing.setdefault(producer_homes.pop(), []).append(group.id)
         else:
             kept[group.id] = "spans several modules (residual stream)"
-    gates = _gate_groups(analysis, order)
+    gates = _gate_groups(analysis, module_list)
     units = []
     for number, module in enumerate(module_list):
         inside, leaving = internal.get(number, []), crossing.get(number, [])

@@ -83,6 +83,7 @@ def test_se_block_without_skip_prunes_its_expanded_channels_with_the_gate_in_one
     assert unit.groups == sorted([expanded, squeezed]) and unit.prunes_exit
     assert {"expand", "dw", "squeeze", "reduce", "excite", "scale"} <= set(unit.nodes)
     assert "project" not in unit.nodes and unit.exits == ["scaled"]
+    assert plan.modules[unit.module].gates == ["squeeze", "reduce", "reduce_relu", "excite", "gate", "scale"]
     # the tuning span runs on to the project conv that reads the pruned channels
     index = plan.units.index(unit)
     span = plan.span(index, index + 1)
