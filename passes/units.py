@@ -116,24 +116,26 @@ def activation_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [node for node in model.graph.node if not all(out in shape_only for out in node.output if out)]
 
 
-def _extents(model: onnx.ModelProto) -> tuple[set[str], set[str]]:
-    """Tensors that onnx shape inference shows without spatial extent (every axis after the
-    channels of size 1: a pooled or fully connected tensor), and those with (rank 3 or more,
-    some such axis not known to be 1). A tensor inference says nothing of is in neither."""
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Activation shapes from onnx shape inference (None: a dim it leaves open); none when it fails."""
     try:
         inferred = onnx.shape_inference.infer_shapes(without_weights(model), data_prop=True)
     except Exception:  # no shapes: no gates, the modules are the single-tensor cuts' alone
-        return set(), set()
-    flat, spatial = set(), set()
-    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        if not value.type.tensor_type.HasField("shape"):
-            continue
-        dims = value.type.tensor_type.shape.dim[2:]
-        if all(dim.HasField("dim_value") and dim.dim_value == 1 for dim in dims):
-            flat.add(value.name)
-        else:
-            spatial.add(value.name)
-    return flat, spatial
+        return {}
+    shapes = {}
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape"):
+            shapes[value.name] = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
+    return shapes
+
+
+def _extents(shapes: dict[str, list[int | None]]) -> tuple[set[str], set[str]]:
+    """Tensors without spatial extent (every axis after the channels of size 1: a pooled or
+    fully connected tensor), and those with (rank 3 or more, some such axis not known to be 1).
+    A tensor of unknown shape is in neither."""
+    flat = {name for name, dims in shapes.items() if all(dim == 1 for dim in dims[2:])}
+    return flat, {name for name, dims in shapes.items() if len(dims) > 2} - flat
 
 
 def _mixes_channels(node: onnx.NodeProto, index: GraphIndex) -> bool:
@@ -146,7 +148,9 @@ class ActivationOrder:
     """The activation nodes in graph order, with where each activation tensor is computed and
     read: the liveness that module cuts and span boundaries are read from."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, shapes: dict[str, list[int]] | None = None):
+        """`shapes`: the tensors' shapes where known (else onnx shape inference gives them, if
+        a gate is looked for)."""
         self.index = GraphIndex(model)
         self.nodes = activation_nodes(model)
         self.position = {node.name: p for p, node in enumerate(self.nodes)}
@@ -164,7 +168,8 @@ class ActivationOrder:
         self.weights = [self._weight_size(node) if mix else 0 for node, mix in zip(self.nodes, mixing)]
         self.mixing = np.array(mixing, dtype=bool)
         self._mixers_before = np.concatenate([[0], np.cumsum(self.mixing)])
-        self.flat, self.spatial = _extents(model) if self.mixing.any() else (set(), set())
+        self._shapes = shapes
+        self._extent_sets: tuple[set[str], set[str]] | None = None
 
     def _weight_size(self, node: onnx.NodeProto) -> int:
         weight = self.index.array(node.input[1]) if len(node.input) > 1 else None
@@ -216,14 +221,19 @@ class ActivationOrder:
         mixers = [node for node, mixes in zip(self.nodes[a:b], self.mixing[a:b]) if mixes]
         if not mixers:
             return False
-        if not all(name in self.flat for node in mixers for name in node.output if name):
-            return True
         span = self.span(self.nodes[a].name, self.nodes[b - 1].name)
         reached = set(span.entries)
         for node, mixes in zip(span.nodes, self.mixing[a:b]):
             if not mixes and reached.intersection(data_inputs(node)):
                 reached.update(name for name in node.output if name)
-        return not span.exits or not all(name in self.spatial and name in reached for name in span.exits)
+        if not span.exits or not reached.issuperset(span.exits):
+            return True
+        if self._extent_sets is None:
+            known = self._shapes if self._shapes is not None else _inferred_shapes(self.index.model)
+            self._extent_sets = _extents(known)
+        flat, spatial = self._extent_sets
+        gated = all(name in flat for node in mixers for name in node.output if name)
+        return not (gated and spatial.issuperset(span.exits))
 
     def runs(self, cuts: list[int], start: int, stop: int) -> list[tuple[int, int, set[int]]]:
         """Node ranges [a, b) of positions start..stop-1 split after each cut; a range that
@@ -288,14 +298,16 @@ def _gate_groups(analysis: ChannelAnalysis, module_list: list[Module]) -> set[in
     return {group.id for group in analysis.groups if group.producers and set(group.producers) <= gates}
 
 
-def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: str) -> UnitPlan:
+def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: str,
+               shapes: dict[str, list[int]] | None = None) -> UnitPlan:
+    """`shapes` (PreparedModel.shapes) spare a shape inference when a gate is looked for."""
     kept = {g.id: g.kept_reason for g in analysis.groups if not g.prunable}
     prunable = [g for g in analysis.groups if g.prunable]
     if granularity == "group":
         units = [Unit(f"g{g.id}", g.producers[0], [g.id], list(g.producers)) for g in prunable]
         return UnitPlan(units, kept)
     node_module: dict[str, int] = {}
-    order = ActivationOrder(model)
+    order = ActivationOrder(model, shapes)
     module_list = modules(order)
     for number, module in enumerate(module_list):
         for node in module.nodes:

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxwootz.core.onnx_helpers import dummy_feed
+from onnxwootz.passes.units import plan_units
 from onnxwootz.prepared import PreparedModel, prepare
 from onnxwootz.pruning import prune_prepared, resolve_config
 from test_apply_equivalence import check_equivalent
@@ -54,7 +55,8 @@ def _se_block_model(skip: bool) -> onnx.ModelProto:
         helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
         helper.make_node("Gemm", ["flat", "w_fc", "b_fc"], ["y"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(nodes, "se_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+    graph = helper.make_graph(nodes, "se_block",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model, full_check=True)
@@ -91,6 +93,10 @@ def test_se_block_without_skip_prunes_its_expanded_channels_with_the_gate_in_one
     # the project conv's and the stem's output groups are chain units of their own, as before
     assert [len(u.groups) for u in plan.units] == [1, 2, 1, 1]
     assert _unit_of(prepared, _group(prepared, "project")).prunes_exit
+    # the shapes the prepared model knows give the units shape inference gives
+    given = plan_units(prepared.model, prepared.analysis, "module", prepared.shapes)
+    assert [(u.groups, u.nodes, u.prunes_exit) for u in given.units] == \
+        [(u.groups, u.nodes, u.prunes_exit) for u in plan.units]
 
 
 def test_se_block_with_skip_keeps_the_residual_stream() -> None:
