@@ -4,7 +4,13 @@
 path crosses; the nodes between two cuts form a module (modules without a filter producer are
 merged into the one before; a depthwise conv is not a filter producer here, since it keeps its
 input's channels: MobileNet's pointwise conv and the depthwise conv after it are one module, so
-the channel group between them lies inside it instead of spanning three modules).
+the channel group between them lies inside it instead of spanning three modules). Nor is a gate:
+a run whose channel-mixing layers all compute tensors without spatial extent and whose exits
+are feature maps reached from its entries without a mixing layer (a squeeze-and-excitation
+gate, x * sigmoid(fc(relu(fc(pool(x)))))) keeps its entry's channels, scaled, and joins the
+module before too; else an inverted-residual block without a skip split into expand | gate |
+project modules, its expanded channels produced in two of them, and they were kept as if they
+were a residual stream.
 A module that holds most of the model's filter weights (LARGE_MODULE_SHARE) is split
 further at frontiers where every live tensor but one is parked (see PARKED_FILTERS): a
 backbone whose stage outputs feed an FPN has no single tensor between its stages, so without
@@ -12,7 +18,9 @@ this it is one module, one rate for most of the network. A module's entries are 
 reads from before it, its exits the tensors it computes that are read after it (one each for a
 single-tensor cut). Groups whose filters and consumers all lie inside one module take the
 module's rate; a group that leaves its module (the module's top layer) is kept, except in a
-module with no internal group (a plain chain such as VGG), where its output group is its unit.
+module whose internal groups all have their filters in gates that joined it (none: a plain
+chain such as VGG; an SE gate's squeezed channels: MobileNetV3's expand | depthwise | SE), where
+its output group is its unit, with the gates' groups.
 `group` granularity: every prunable group is a unit of its own."""
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import dataclasses
 import numpy as np
 import onnx
 
+from onnxwootz.core.onnx_helpers import without_weights
 from onnxwootz.passes.channel_groups import ChannelAnalysis
 from onnxwootz.passes.graph_index import GraphIndex
 from onnxwootz.passes.ops import data_inputs, filter_layout, mixes_channels, op_kind
@@ -57,6 +66,7 @@ class Module:
     nodes: list[onnx.NodeProto]
     entries: list[str]
     exits: list[str]
+    gates: list[str] = dataclasses.field(default_factory=list)  # the nodes of the gates that joined it
 
 
 @dataclasses.dataclass
@@ -106,6 +116,28 @@ def activation_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [node for node in model.graph.node if not all(out in shape_only for out in node.output if out)]
 
 
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Activation shapes from onnx shape inference (None: a dim it leaves open); none when it fails."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(without_weights(model), data_prop=True)
+    except Exception:  # no shapes: no gates, the modules are the single-tensor cuts' alone
+        return {}
+    shapes = {}
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape"):
+            shapes[value.name] = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
+    return shapes
+
+
+def _extents(shapes: dict[str, list[int | None]]) -> tuple[set[str], set[str]]:
+    """Tensors without spatial extent (every axis after the channels of size 1: a pooled or
+    fully connected tensor), and those with (rank 3 or more, some such axis not known to be 1).
+    A tensor of unknown shape is in neither."""
+    flat = {name for name, dims in shapes.items() if all(dim == 1 for dim in dims[2:])}
+    return flat, {name for name, dims in shapes.items() if len(dims) > 2} - flat
+
+
 def _mixes_channels(node: onnx.NodeProto, index: GraphIndex) -> bool:
     """ops.mixes_channels with the weight's shape from its initializer (no data read)."""
     weight = index.initializers.get(node.input[1]) if len(node.input) > 1 else None
@@ -116,7 +148,9 @@ class ActivationOrder:
     """The activation nodes in graph order, with where each activation tensor is computed and
     read: the liveness that module cuts and span boundaries are read from."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, shapes: dict[str, list[int]] | None = None):
+        """`shapes`: the tensors' shapes where known (else onnx shape inference gives them, if
+        a gate is looked for)."""
         self.index = GraphIndex(model)
         self.nodes = activation_nodes(model)
         self.position = {node.name: p for p, node in enumerate(self.nodes)}
@@ -134,6 +168,8 @@ class ActivationOrder:
         self.weights = [self._weight_size(node) if mix else 0 for node, mix in zip(self.nodes, mixing)]
         self.mixing = np.array(mixing, dtype=bool)
         self._mixers_before = np.concatenate([[0], np.cumsum(self.mixing)])
+        self._shapes = shapes
+        self._extent_sets: tuple[set[str], set[str]] | None = None
 
     def _weight_size(self, node: onnx.NodeProto) -> int:
         weight = self.index.array(node.input[1]) if len(node.input) > 1 else None
@@ -177,20 +213,50 @@ class ActivationOrder:
                  if name in inside and self.last_read[name] > b]
         return Span(nodes, list(dict.fromkeys(entries)), exits)
 
-    def runs(self, cuts: list[int], start: int, stop: int) -> list[tuple[int, int]]:
-        """Node ranges [a, b) of positions start..stop-1 split after each cut; a range without a
-        channel-mixing producer joins the one before (the first joins the one after)."""
+    def makes_channels(self, a: int, b: int) -> bool:
+        """Whether nodes a..b-1 compute channels of their own: they hold a channel-mixing
+        producer and are no gate (see the module docstring: mixers whose outputs are all
+        without spatial extent, exits all feature maps reached from the entries through nodes
+        that mix no channels)."""
+        mixers = [node for node, mixes in zip(self.nodes[a:b], self.mixing[a:b]) if mixes]
+        if not mixers:
+            return False
+        span = self.span(self.nodes[a].name, self.nodes[b - 1].name)
+        reached = set(span.entries)
+        for node, mixes in zip(span.nodes, self.mixing[a:b]):
+            if not mixes and reached.intersection(data_inputs(node)):
+                reached.update(name for name in node.output if name)
+        if not span.exits or not reached.issuperset(span.exits):
+            return True
+        if self._extent_sets is None:
+            known = self._shapes if self._shapes is not None else _inferred_shapes(self.index.model)
+            self._extent_sets = _extents(known)
+        flat, spatial = self._extent_sets
+        gated = all(name in flat for node in mixers for name in node.output if name)
+        return not (gated and spatial.issuperset(span.exits))
+
+    def runs(self, cuts: list[int], start: int, stop: int) -> list[tuple[int, int, set[int]]]:
+        """Node ranges [a, b) of positions start..stop-1 split after each cut; a range that
+        makes no channels of its own (no channel-mixing producer, or a gate) joins the one
+        before (the first joins the one after). With each range, the positions of the gates
+        that joined it."""
         bounds = [start, *[p + 1 for p in cuts if start <= p < stop - 1], stop]
-        merged: list[list[int]] = []
+        merged: list[list] = []  # [a, b, gate positions]
         for a, b in zip(bounds, bounds[1:]):
-            if merged and not self.mixing[a:b].any():
+            if merged and not self.makes_channels(a, b):
                 merged[-1][1] = b
+                merged[-1][2] |= self._gate(a, b)
             else:
-                merged.append([a, b])
-        if len(merged) > 1 and not self.mixing[merged[0][0]:merged[0][1]].any():
-            merged[1][0] = merged[0][0]
-            merged.pop(0)
-        return [(a, b) for a, b in merged]
+                merged.append([a, b, set()])
+        if len(merged) > 1 and not self.makes_channels(merged[0][0], merged[0][1]):
+            a, b, _ = merged.pop(0)
+            merged[0][0] = a
+            merged[0][2] |= self._gate(a, b)
+        return [(a, b, gates) for a, b, gates in merged]
+
+    def _gate(self, a: int, b: int) -> set[int]:
+        """Positions a..b-1 of a range that joins another, if it is a gate (it mixes channels)."""
+        return set(range(a, b)) if self.mixing[a:b].any() else set()
 
 
 def modules(order: ActivationOrder) -> list[Module]:
@@ -202,17 +268,17 @@ def modules(order: ActivationOrder) -> list[Module]:
     total = max(sum(order.weights), 1)
     parked: list[set[str]] | None = None
     ranges = []
-    for a, b in order.runs(single, 0, len(order.nodes)):
+    for a, b, gates in order.runs(single, 0, len(order.nodes)):
         if sum(order.weights[a:b]) > LARGE_MODULE_SHARE * total:
             parked = parked or order.parked()
             frontier = [p for p in range(a, b) if len(live[p] - parked[p]) == 1]
             ranges.extend(order.runs(frontier, a, b))
         else:
-            ranges.append((a, b))
+            ranges.append((a, b, gates))
     result = []
-    for a, b in ranges:
+    for a, b, gates in ranges:
         span = order.span(order.nodes[a].name, order.nodes[b - 1].name)
-        result.append(Module(span.nodes, span.entries, span.exits))
+        result.append(Module(span.nodes, span.entries, span.exits, [order.nodes[p].name for p in sorted(gates)]))
     return result
 
 
@@ -226,14 +292,22 @@ def _group_nodes(model: onnx.ModelProto, analysis: ChannelAnalysis) -> dict[int,
     return touched
 
 
-def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: str) -> UnitPlan:
+def _gate_groups(analysis: ChannelAnalysis, module_list: list[Module]) -> set[int]:
+    """Groups whose filters all lie in gates (an SE block's squeezed channels)."""
+    gates = {name for module in module_list for name in module.gates}
+    return {group.id for group in analysis.groups if group.producers and set(group.producers) <= gates}
+
+
+def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: str,
+               shapes: dict[str, list[int]] | None = None) -> UnitPlan:
+    """`shapes` (PreparedModel.shapes) spare a shape inference when a gate is looked for."""
     kept = {g.id: g.kept_reason for g in analysis.groups if not g.prunable}
     prunable = [g for g in analysis.groups if g.prunable]
     if granularity == "group":
         units = [Unit(f"g{g.id}", g.producers[0], [g.id], list(g.producers)) for g in prunable]
         return UnitPlan(units, kept)
     node_module: dict[str, int] = {}
-    order = ActivationOrder(model)
+    order = ActivationOrder(model, shapes)
     module_list = modules(order)
     for number, module in enumerate(module_list):
         for node in module.nodes:
@@ -250,16 +324,19 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
             crossing.setdefault(producer_homes.pop(), []).append(group.id)
         else:
             kept[group.id] = "spans several modules (residual stream)"
+    gates = _gate_groups(analysis, module_list)
     units = []
     for number, module in enumerate(module_list):
-        groups = internal.get(number) or crossing.get(number, [])
-        if internal.get(number):
-            for group_id in crossing.get(number, []):
+        inside, leaving = internal.get(number, []), crossing.get(number, [])
+        chain = not set(inside) - gates
+        groups = leaving + inside if chain and leaving else inside
+        if not chain:
+            for group_id in leaving:
                 kept[group_id] = "module output (the module's top layer is kept)"
         if groups:
             run = module.nodes
             first = next((n.name for n in run if filter_layout(n) is not None), run[0].name)
             units.append(Unit(f"m{number}", first, sorted(groups), [n.name for n in run], module.entries, module.exits,
-                              number, not internal.get(number)))
+                              number, chain and bool(leaving)))
     boundaries = sorted({name for module in module_list for name in [*module.entries, *module.exits]})
     return UnitPlan(units, kept, order, module_list, boundaries)
