@@ -38,7 +38,7 @@ class PreparedModel:
         if granularity not in GRANULARITIES:
             raise BadSpecError(f"--granularity must be one of {', '.join(GRANULARITIES)}, got '{granularity}'")
         if granularity not in self._units:
-            self._units[granularity] = plan_units(self.model, self.analysis, granularity)
+            self._units[granularity] = plan_units(self.model, self.analysis, granularity, self.shapes)
         return self._units[granularity]
 
 
