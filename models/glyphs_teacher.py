@@ -13,7 +13,6 @@ outputs (the method's block pre-training, on the same few unlabeled train images
 
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import json
@@ -29,10 +28,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.tasks.glyphs import CLASSES, DATASET_NAME, make_pruning_dataset, render_glyphs
-from models.teacher import SmallResNet, accuracy, fit
-from onnxwootz.core.modelio import load_model, save_model
+from models.teacher import SmallResNet, accuracy, build_teacher, stamp, teacher_parser
+from onnxwootz.core.modelio import load_model
 from onnxwootz.data import Dataset, batches, load_dataset
-from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, Preprocess, set_metadata
+from onnxwootz.preprocess import Preprocess
 
 PREPROCESS = Preprocess(size=(24, 24), channels=1, scale=1 / 255, mean=(0.5,), std=(0.5,))
 STEM = 12
@@ -60,12 +59,6 @@ class GlyphsResNet(SmallResNet):
         super().__init__(stem, modules, num_classes, EXPANSION)
 
 
-def train_teacher(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch_size: int = 64) -> GlyphsResNet:
-    """Adam with a one-cycle schedule on the teacher's own (plentiful) images."""
-    torch.manual_seed(seed)
-    return fit(GlyphsResNet(), x, y, epochs, batch_size, seed)
-
-
 def export(model: nn.Module, val_accuracy: float) -> onnx.ModelProto:
     """Legacy exporter, eval mode (BatchNorm folded into the convs), dynamic batch, metadata."""
     buffer = io.BytesIO()
@@ -76,14 +69,9 @@ def export(model: nn.Module, val_accuracy: float) -> onnx.ModelProto:
             opset_version=17, input_names=["input"], output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
-    exported = onnx.load_from_string(buffer.getvalue())
-    exported.producer_name = "onnxwootz models.glyphs_teacher"
-    exported.doc_string = f"ResNet-style classifier of {NUM_CLASSES} rendered glyph classes: the glyphs benchmark teacher."
-    PREPROCESS.write_to(exported)
-    set_metadata(exported, DATASET_KEY, DATASET_NAME)
-    set_metadata(exported, ACCURACY_KEY, f"{val_accuracy:.6f}")
-    onnx.checker.check_model(exported, full_check=True)
-    return exported
+    return stamp(onnx.load_from_string(buffer.getvalue()), "onnxwootz models.glyphs_teacher",
+                 f"ResNet-style classifier of {NUM_CLASSES} rendered glyph classes: the glyphs benchmark teacher.",
+                 PREPROCESS, DATASET_NAME, val_accuracy)
 
 
 # ---- the study: plain-torch pruning of the exported (BN-folded) teacher ----
@@ -257,38 +245,22 @@ def _print_study(rows: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
-    parser.add_argument("--force", action="store_true", help="retrain even when the output exists")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--teacher-per-class", type=int, default=TEACHER_PER_CLASS)
+    parser = teacher_parser(__doc__.splitlines()[0], OUTPUT, 10, TEACHER_PER_CLASS, "retrain even when the output exists")
     parser.add_argument("--train-per-class", type=int, default=TRAIN_PER_CLASS)
     parser.add_argument("--unlabeled-per-class", type=int, default=UNLABELED_PER_CLASS,
                         help="unlabeled images per class in the pruning dataset (for block pre-training)")
     parser.add_argument("--study", action="store_true", help="measure the pruning regime (see the module doc)")
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning / block-training steps in the study")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; small convs gain little from more, and lose a lot on a shared machine")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_path = make_pruning_dataset(args.output.with_name(DATA_NAME), args.train_per_class, VAL_PER_CLASS, PRUNING_SEED,
                                      n_unlabeled_per_class=args.unlabeled_per_class)
     data = load_dataset(str(data_path), PREPROCESS, NUM_CLASSES)
     if args.force or not args.output.exists():
-        start = time.perf_counter()
-        images, labels = render_glyphs(args.teacher_per_class, TEACHER_SEED, PREPROCESS.size[0])
-        x = PREPROCESS.apply(images)
-        rendered = time.perf_counter() - start
-        model = train_teacher(x, labels, args.epochs, args.seed)
-        held_out = np.concatenate([data.x_val, data.x_test]), np.concatenate([data.y_val, data.y_test])
-        val_accuracy = accuracy(model, *held_out)  # val + test: the held-out images of the pruning dataset
-        if val_accuracy < MIN_ACCURACY:
-            raise SystemExit(f"validation accuracy {val_accuracy:.4f} is below {MIN_ACCURACY}; not saving")
-        save_model(export(model, val_accuracy), args.output)
-        parameters = sum(p.numel() for p in model.parameters())
-        print(f"teacher: {parameters} parameters, val accuracy {val_accuracy:.4f}, built in "
-              f"{time.perf_counter() - start:.0f} s (rendering {rendered:.0f} s) -> {args.output}")
+        built = build_teacher(lambda: render_glyphs(args.teacher_per_class, TEACHER_SEED, PREPROCESS.size[0]), PREPROCESS,
+                              GlyphsResNet, args.epochs, args.seed, data, export, args.output, MIN_ACCURACY)
+        print(f"teacher: {built.parameters} parameters, val accuracy {built.val_accuracy:.4f}, built in "
+              f"{built.seconds:.0f} s (rendering {built.render_seconds:.0f} s) -> {args.output}")
     if args.study:
         rows = study(args.output, data, args.steps, args.seed)
         rows["settings"] = {"classes": NUM_CLASSES, "train_per_class": args.train_per_class, "val_per_class": VAL_PER_CLASS}

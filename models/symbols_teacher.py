@@ -10,11 +10,8 @@ Writes the teacher (cached: rebuilt only with --force or when missing) and the p
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -22,10 +19,9 @@ from torch import nn
 from benchmarks.tasks.symbols import CHANNELS, CLASSES, DATASET_NAME, DEFAULT_SIZE, make_pruning_dataset, render_symbols
 from models.builders import SqueezeExcite, _Classifier, _conv_bn
 from models.export import export_legacy
-from models.teacher import accuracy, fit
-from onnxwootz.core.modelio import save_model
+from models.teacher import build_teacher, stamp, teacher_parser
 from onnxwootz.data import load_dataset
-from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, Preprocess, set_metadata
+from onnxwootz.preprocess import Preprocess
 
 PREPROCESS = Preprocess(size=(DEFAULT_SIZE, DEFAULT_SIZE), channels=CHANNELS, scale=1 / 255,
                         mean=(0.5,) * CHANNELS, std=(0.5,) * CHANNELS)
@@ -82,34 +78,17 @@ def symbols_net(stem: int = STEM, blocks: tuple[tuple[int, int], ...] = BLOCKS, 
     return _Classifier(nn.Sequential(*layers), nn.Linear(head, num_classes))
 
 
-def train_teacher(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch_size: int = 64) -> nn.Module:
-    """Adam with a one-cycle schedule on the teacher's own (plentiful) images."""
-    torch.manual_seed(seed)
-    return fit(symbols_net(), x, y, epochs, batch_size, seed)
-
-
 def export(model: nn.Module, val_accuracy: float) -> onnx.ModelProto:
     """Legacy exporter, eval mode (BatchNorm folded into the convs), dynamic batch, opset 17, metadata."""
-    exported = export_legacy(model, torch.zeros(1, PREPROCESS.channels, *PREPROCESS.size))
-    exported.producer_name = "onnxwootz models.symbols_teacher"
-    exported.doc_string = (f"MobileNetV2-style classifier (depthwise convs, SE gates) of {NUM_CLASSES} rendered "
-                           "symbol classes: the symbols benchmark teacher.")
-    PREPROCESS.write_to(exported)
-    set_metadata(exported, DATASET_KEY, DATASET_NAME)
-    set_metadata(exported, ACCURACY_KEY, f"{val_accuracy:.6f}")
-    onnx.checker.check_model(exported, full_check=True)
-    return exported
+    return stamp(export_legacy(model, torch.zeros(1, PREPROCESS.channels, *PREPROCESS.size)),
+                 "onnxwootz models.symbols_teacher",
+                 f"MobileNetV2-style classifier (depthwise convs, SE gates) of {NUM_CLASSES} rendered "
+                 "symbol classes: the symbols benchmark teacher.", PREPROCESS, DATASET_NAME, val_accuracy)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
-    parser.add_argument("--force", action="store_true", help="rebuild the teacher and the dataset even when cached")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--teacher-per-class", type=int, default=TEACHER_PER_CLASS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; small convs gain little from more, and lose a lot on a shared machine")
+    parser = teacher_parser(__doc__.splitlines()[0], OUTPUT, 12, TEACHER_PER_CLASS,
+                            "rebuild the teacher and the dataset even when cached")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_path = args.output.with_name(DATA_NAME)
@@ -119,20 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.force or not args.output.exists()):
         return
     data = load_dataset(str(data_path), PREPROCESS, NUM_CLASSES)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    images, labels = render_symbols(args.teacher_per_class, TEACHER_SEED, DEFAULT_SIZE)
-    x = PREPROCESS.apply(images)
-    rendered = time.perf_counter() - start
-    model = train_teacher(x, labels, args.epochs, args.seed)
-    held_out = np.concatenate([data.x_val, data.x_test]), np.concatenate([data.y_val, data.y_test])
-    val_accuracy = accuracy(model, *held_out)  # val + test: the held-out images of the pruning dataset
-    if val_accuracy < MIN_ACCURACY:
-        raise SystemExit(f"validation accuracy {val_accuracy:.4f} is below {MIN_ACCURACY}; not saving")
-    save_model(export(model, val_accuracy), args.output)
-    parameters = sum(p.numel() for p in model.parameters())
-    print(f"teacher: {parameters} parameters, val+test accuracy {val_accuracy:.4f}, built in "
-          f"{time.perf_counter() - start:.0f} s wall, {time.process_time() - cpu_start:.0f} s CPU (rendering "
-          f"{rendered:.0f} s wall) -> {args.output}")
+    built = build_teacher(lambda: render_symbols(args.teacher_per_class, TEACHER_SEED, DEFAULT_SIZE), PREPROCESS,
+                          symbols_net, args.epochs, args.seed, data, export, args.output, MIN_ACCURACY)
+    print(f"teacher: {built.parameters} parameters, val+test accuracy {built.val_accuracy:.4f}, built in "
+          f"{built.seconds:.0f} s wall, {built.cpu_seconds:.0f} s CPU (rendering {built.render_seconds:.0f} s wall) "
+          f"-> {args.output}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -121,10 +124,80 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, batch_size:
     return model.eval()
 
 
+def fit_fresh(make_net: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
+              batch_size: int = 64, augment=None) -> nn.Module:
+    """`fit` a network built right after seeding torch, so its initial weights follow `seed`."""
+    torch.manual_seed(seed)
+    return fit(make_net(), x, y, epochs, batch_size, seed, augment)
+
+
 def train(data: Dataset, epochs: int = 40, batch_size: int = 64, seed: int = 0) -> DigitsResNet:
     """On the train split only (the val split is never seen), with random 1-pixel shifts."""
-    torch.manual_seed(seed)
-    return fit(DigitsResNet(), data.x_train, data.y_train, epochs, batch_size, seed, augment=_shift)
+    return fit_fresh(DigitsResNet, data.x_train, data.y_train, epochs, seed, batch_size, augment=_shift)
+
+
+def held_out(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """val + test: the held-out images a bundled teacher's accuracy is measured on."""
+    return np.concatenate([data.x_val, data.x_test]), np.concatenate([data.y_val, data.y_test])
+
+
+def stamp(exported: onnx.ModelProto, producer: str, doc: str, preprocess: Preprocess, dataset: str,
+          val_accuracy: float) -> onnx.ModelProto:
+    """Name an exported teacher and write how to feed it and how good it is into its metadata;
+    the full ONNX check runs last."""
+    exported.producer_name = producer
+    exported.doc_string = doc
+    preprocess.write_to(exported)
+    set_metadata(exported, DATASET_KEY, dataset)
+    set_metadata(exported, ACCURACY_KEY, f"{val_accuracy:.6f}")
+    onnx.checker.check_model(exported, full_check=True)
+    return exported
+
+
+def teacher_parser(description: str, output: Path, epochs: int, teacher_per_class: int,
+                   force_help: str) -> argparse.ArgumentParser:
+    """The options every rendered-task teacher script takes; each adds its own after these."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-o", "--output", type=Path, default=output)
+    parser.add_argument("--force", action="store_true", help=force_help)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--teacher-per-class", type=int, default=teacher_per_class)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; small convs gain little from more, and lose a lot on a shared machine")
+    return parser
+
+
+@dataclass(frozen=True)
+class TeacherBuild:
+    """What building a rendered-task teacher measured, for its script to report."""
+
+    parameters: int
+    val_accuracy: float
+    """On the pruning dataset's val + test images."""
+    seconds: float
+    cpu_seconds: float
+    render_seconds: float
+
+
+def build_teacher(render: Callable[[], tuple[np.ndarray, np.ndarray]], preprocess: Preprocess,
+                  make_net: Callable[[], nn.Module], epochs: int, seed: int, data: Dataset,
+                  export: Callable[[nn.Module, float], onnx.ModelProto], output: Path,
+                  min_accuracy: float) -> TeacherBuild:
+    """Render the teacher's own (plentiful) images, train a fresh net on them, measure it on
+    `data`'s held-out images and save it to `output`; below `min_accuracy` nothing is saved
+    (SystemExit, as the scripts that call this are the teachers' builders)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    images, labels = render()
+    x = preprocess.apply(images)
+    rendered = time.perf_counter() - start
+    model = fit_fresh(make_net, x, labels, epochs, seed)
+    val_accuracy = accuracy(model, *held_out(data))
+    if val_accuracy < min_accuracy:
+        raise SystemExit(f"validation accuracy {val_accuracy:.4f} is below {min_accuracy}; not saving")
+    save_model(export(model, val_accuracy), output)
+    parameters = sum(p.numel() for p in model.parameters())
+    return TeacherBuild(parameters, val_accuracy, time.perf_counter() - start, time.process_time() - cpu_start, rendered)
 
 
 def export(model: nn.Module, val_accuracy: float) -> onnx.ModelProto:
@@ -138,14 +211,8 @@ def export(model: nn.Module, val_accuracy: float) -> onnx.ModelProto:
             input_names=["input"], output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
-    exported = onnx.load_from_string(buffer.getvalue())
-    exported.producer_name = "onnxwootz models.teacher"
-    exported.doc_string = "Small ResNet-style digits classifier: the onnxwootz demo teacher."
-    PREPROCESS.write_to(exported)
-    set_metadata(exported, DATASET_KEY, DIGITS)
-    set_metadata(exported, ACCURACY_KEY, f"{val_accuracy:.6f}")
-    onnx.checker.check_model(exported, full_check=True)
-    return exported
+    return stamp(onnx.load_from_string(buffer.getvalue()), "onnxwootz models.teacher",
+                 "Small ResNet-style digits classifier: the onnxwootz demo teacher.", PREPROCESS, DIGITS, val_accuracy)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,8 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data = load_dataset(DIGITS, PREPROCESS, NUM_CLASSES)
     model = train(data, epochs=args.epochs, seed=args.seed)
-    held_out = np.concatenate([data.x_val, data.x_test]), np.concatenate([data.y_val, data.y_test])
-    val_accuracy = accuracy(model, *held_out)  # val + test: the held-out 20% it was always measured on
+    val_accuracy = accuracy(model, *held_out(data))  # the held-out 20% it was always measured on
     parameters = sum(p.numel() for p in model.parameters())
     if val_accuracy < MIN_ACCURACY:
         raise SystemExit(f"validation accuracy {val_accuracy:.4f} is below {MIN_ACCURACY}; not saving")

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 import torch
 from PIL import Image
 
 from benchmarks.tasks import glyphs
 from benchmarks.tasks.symbols import CLASSES, DEFAULT_SIZE, font_paths, make_pruning_dataset, masters, render_symbols
 from models import symbols_teacher
-from onnxwootz.core.errors import BadSpecError
 from onnxwootz.data import load_dataset
 from onnxwootz.preprocess import ACCURACY_KEY, DATASET_KEY, Preprocess, get_metadata
 
@@ -57,15 +55,6 @@ def test_rendering_is_deterministic_colour_and_balanced() -> None:
     assert (x.max(axis=(1, 2)) - x.min(axis=(1, 2))).max(axis=1).min() > 60  # every symbol shows
     assert np.abs(x[..., 0].astype(int) - x[..., 2]).mean() > 10  # colour, not gray in three channels
     assert len({image.tobytes() for image in x[y == 3]}) == 2
-
-
-def test_bad_arguments_are_one_line_errors() -> None:
-    with pytest.raises(BadSpecError):
-        render_symbols(-1, seed=0)
-    with pytest.raises(BadSpecError):
-        render_symbols(1, seed=0, size=4)
-    with pytest.raises(BadSpecError):
-        make_pruning_dataset("unused.npz", n_test_per_class=0)
 
 
 def test_pruning_dataset_has_disjoint_few_shot_splits(tmp_path) -> None:

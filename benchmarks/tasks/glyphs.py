@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.tasks.render import ink_masters, matplotlib_font_dir
 from onnxwootz.core.errors import BadDataError, BadSpecError
 
 TASK_SUMMARY = """\
@@ -50,32 +51,15 @@ _GLYPH_PX = 96
 """Font size of the master rendering; glyphs are cropped to their ink and scaled from there."""
 
 
-def font_dir() -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-
-
 @lru_cache(maxsize=1)
 def _masters() -> tuple[tuple[np.ndarray, ...], ...]:
     """Every (font, class) glyph rendered once at _GLYPH_PX and cropped to its ink, as uint8."""
-    from PIL import Image, ImageDraw, ImageFont
-
     masters = []
     for name in FONTS:
-        path = font_dir() / name
+        path = matplotlib_font_dir() / name
         if not path.is_file():
-            raise BadDataError(f"font {name} is missing from {font_dir()} (the glyphs task needs matplotlib's bundled fonts)")
-        font = ImageFont.truetype(str(path), _GLYPH_PX)
-        glyphs = []
-        for char in CLASSES:
-            canvas = Image.new("L", (3 * _GLYPH_PX, 3 * _GLYPH_PX), 0)
-            ImageDraw.Draw(canvas).text((_GLYPH_PX, _GLYPH_PX), char, font=font, fill=255)
-            box = canvas.getbbox()
-            if box is None:
-                raise BadDataError(f"font {name} has no glyph for '{char}'")
-            glyphs.append(np.asarray(canvas.crop(box)))
-        masters.append(tuple(glyphs))
+            raise BadDataError(f"font {name} is missing from {matplotlib_font_dir()} (the glyphs task needs matplotlib's bundled fonts)")
+        masters.append(ink_masters(path, CLASSES, _GLYPH_PX))
     return tuple(masters)
 
 

@@ -42,6 +42,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from benchmarks.tasks.render import matplotlib_font_dir
 from onnxwootz.core.errors import BadDataError, BadSpecError
 from onnxwootz.data import LABELS_FILE, SPLITS
 from onnxwootz.preprocess import PRESETS
@@ -102,9 +103,7 @@ class RenderSummary:
 
 
 def _font_dirs() -> tuple[Path, ...]:
-    import matplotlib
-
-    return (_SYSTEM_FONTS, Path(matplotlib.get_data_path()) / "fonts" / "ttf")
+    return (_SYSTEM_FONTS, matplotlib_font_dir())
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.tasks.render import ink_masters, matplotlib_font_dir
 from onnxwootz.core.atomic import write_bytes
 from onnxwootz.core.errors import BadDataError, BadSpecError
 
@@ -64,9 +65,7 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def font_paths() -> tuple[Path, ...]:
-    import matplotlib
-
-    bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    bundled = matplotlib_font_dir()
     return tuple(SYSTEM_FONT_DIR / name for name in SYSTEM_FONTS) + tuple(bundled / name for name in MATPLOTLIB_FONTS)
 
 
@@ -74,24 +73,11 @@ def font_paths() -> tuple[Path, ...]:
 def masters() -> tuple[tuple[np.ndarray, ...], ...]:
     """Every (font, class) symbol rendered once at _GLYPH_PX and cropped to its ink, as uint8.
     A font that has no glyph for a class is an error: Pillow would draw its .notdef box."""
-    from fontTools.ttLib import TTFont
-    from PIL import Image, ImageDraw, ImageFont
-
     rendered = []
     for path in font_paths():
         if not path.is_file():
             raise BadDataError(f"font {path} is missing (the symbols task needs the DejaVu fonts and matplotlib's STIX)")
-        mapped = TTFont(str(path), lazy=True).getBestCmap()
-        font = ImageFont.truetype(str(path), _GLYPH_PX)
-        glyphs = []
-        for char in CLASSES:
-            canvas = Image.new("L", (3 * _GLYPH_PX, 3 * _GLYPH_PX), 0)
-            ImageDraw.Draw(canvas).text((_GLYPH_PX, _GLYPH_PX), char, font=font, fill=255)
-            box = canvas.getbbox()
-            if ord(char) not in mapped or box is None:
-                raise BadDataError(f"font {path.name} has no glyph for '{char}'")
-            glyphs.append(np.asarray(canvas.crop(box)))
-        rendered.append(tuple(glyphs))
+        rendered.append(ink_masters(path, CLASSES, _GLYPH_PX, require_mapped=True))
     return tuple(rendered)
 
 
