@@ -7,8 +7,10 @@ every weight nobody changed from its file to the new one."""
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,6 +41,15 @@ def _stamp(path: Path) -> str:
     return f"{status.st_size}:{status.st_mtime_ns}"
 
 
+def _current_stamp(path: Path) -> str | None:
+    """The stamp of `path` now, None when it is not a regular file (any more)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return f"{status.st_size}:{status.st_mtime_ns}" if stat.S_ISREG(status.st_mode) else None
+
+
 def _point(tensor: onnx.TensorProto, location: str, offset: int, length: int, **more: str) -> None:
     """Make `tensor` external data at `location` (and the further external-data keys `more`)."""
     del tensor.external_data[:]
@@ -66,7 +77,7 @@ def _where(tensor: onnx.TensorProto) -> tuple[Path, int, int]:
     """A reference's file, offset and length; an error when the file changed since loading."""
     entries = {entry.key: entry.value for entry in tensor.external_data}
     path = Path(entries["location"])
-    if not path.is_file() or _stamp(path) != entries[STAMP]:
+    if _current_stamp(path) != entries[STAMP]:
         raise BadModelError(f"{path} changed after the model was loaded (the weight '{tensor.name}' is read from it)")
     return path, int(entries["offset"]), int(entries["length"])
 
@@ -127,12 +138,15 @@ def read_array(tensor: onnx.TensorProto) -> np.ndarray:
         return numpy_helper.to_array(tensor)
     path, offset, length = _where(tensor)
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
-    count = int(np.prod(tensor.dims, dtype=np.int64))
+    count = math.prod(tensor.dims)
     if count * dtype.itemsize != length:
         raise BadModelError(f"weight '{tensor.name}' has {length} bytes of data for {count} {dtype} values")
     if not count:
         return np.zeros(tuple(tensor.dims), dtype)
-    return np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(tensor.dims)))
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY  # a mapping starts on a page
+    with open(path, "rb") as handle:  # the mapping outlives the handle, and lives as long as the array
+        buffer = mmap.mmap(handle.fileno(), offset + length - start, access=mmap.ACCESS_READ, offset=start)
+    return np.frombuffer(buffer, dtype, count, offset - start).reshape(tuple(tensor.dims))
 
 
 def _read_bytes(tensor: onnx.TensorProto) -> bytes:
