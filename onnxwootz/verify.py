@@ -13,7 +13,7 @@ import onnx
 from onnxwootz.core.errors import PruningError, first_line
 from onnxwootz.core.onnx_helpers import dummy_feed, set_dims, without_weights
 from onnxwootz.core.weightfile import materialized, read_array
-from onnxwootz.passes.mask import ZeroRemoved, divisors, plan_targets, zero_removed
+from onnxwootz.passes.mask import ZeroRemoved, divisors, masked_copy, plan_targets
 
 TOLERANCE = 1e-3
 """max |pruned - masked| relative to max |masked|, per output: float noise is ~1e-5, a wrong
@@ -52,10 +52,10 @@ def _onnxruntime_model(model: onnx.ModelProto, slices: dict[str, list[dict]] | N
         targets = plan_targets(model, slices)
         ZeroRemoved({name: entries for name, entries in targets.items() if name not in weights})(light)
         ones = divisors(model)
+        tensors = {init.name: init for init in model.graph.initializer}
         for name, entries in targets.items():
             if name in weights:
-                weights[name] = zero_removed(weights[name], entries, float(name in ones),
-                                             out=np.empty_like(weights[name]))
+                weights[name] = masked_copy(tensors[name], entries, float(name in ones))
     return light, weights
 
 

@@ -56,6 +56,13 @@ class ChannelAnalysis:
         """The axis that tensor `name` (of `rank`) holds its channels on."""
         return rank - 1 if name in self.channels_last else 1
 
+    def channel_numbers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The channels of all groups numbered one after another: per group the number of its
+        first channel (and the total last), and per atom the number of its channel."""
+        first = np.zeros(len(self.groups) + 1, dtype=np.int64)
+        np.cumsum([group.channels for group in self.groups], out=first[1:])
+        return first, first[self.atom_group] + self.atom_channel
+
     def group_of_tensor(self, name: str) -> list[int]:
         ids = self.ids.get(name)
         return [] if ids is None else sorted(set(self.atom_group[ids].tolist()))
@@ -86,6 +93,18 @@ def _tie_pairs(ties: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, n
     if not ties:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate([a for a, _ in ties]), np.concatenate([b for _, b in ties])
+
+
+def _channel_sums(l1: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per channel (a run of `order` from each of `starts`), the sum of its atoms' L1 norms:
+    channels of one length at a time, each a row of a 2-D gather, so every sum is bitwise the
+    one numpy gives the channel's atoms alone (a contiguous row reduces as a 1-D array does)."""
+    lengths = np.diff(np.append(starts, len(order)))
+    sums = np.empty(len(starts))
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        sums[rows] = l1[order[starts[rows, None] + np.arange(length)]].sum(axis=1)
+    return sums
 
 
 def analyze_channels(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> ChannelAnalysis:
@@ -122,30 +141,38 @@ def _build_groups(st: ChannelState) -> ChannelAnalysis:
     l1 = np.concatenate(st.l1s) if st.l1s else np.zeros(0)
     owner = np.concatenate(st.owners) if st.owners else np.zeros(0, dtype=np.int64)
     _, channel = np.unique(_components(count, _tie_pairs(st.ties)), return_inverse=True)  # channel per atom
+    channel = channel.reshape(-1)
     n_channels = int(channel.max()) + 1 if count else 0
     # channels sharing a producer belong to one group: union channels through their producers
     filters = owner >= 0
     size = n_channels + len(st.producer_names)
     labels = _components(size, (channel[filters], n_channels + owner[filters]))
-    channel_group_label = labels[:n_channels]
-    # renumber groups in order of first appearance (topological order of atoms)
-    order: dict[int, int] = {}
-    atom_group = np.empty(count, dtype=np.int64)
-    for label in channel_group_label[channel]:
-        if label not in order:
-            order[label] = len(order)
-    remap = np.array([order.get(label, -1) for label in range(labels.max() + 1 if len(labels) else 0)])
-    atom_group[:] = remap[channel_group_label[channel]] if count else 0
-    groups: list[ChannelGroup] = []
+    # groups numbered in order of first appearance (topological order of atoms)
+    found, first, label_index = np.unique(labels[:n_channels][channel], return_index=True, return_inverse=True)
+    number = np.empty(len(found), dtype=np.int64)
+    number[np.argsort(first, kind="stable")] = np.arange(len(found))
+    atom_group = number[label_index.reshape(-1)] if count else np.zeros(0, dtype=np.int64)
+    # atoms by group, then channel, then id: each channel is one run, each group a run of channels
+    order = np.lexsort((channel, atom_group))
+    group_sorted, channel_sorted = atom_group[order], channel[order]
+    starts_channel = np.ones(count, dtype=bool)
+    starts_channel[1:] = (group_sorted[1:] != group_sorted[:-1]) | (channel_sorted[1:] != channel_sorted[:-1])
+    channel_number = np.cumsum(starts_channel) - 1  # per sorted atom, its channel over all groups
+    channel_start = np.flatnonzero(starts_channel)
+    group_first = np.searchsorted(group_sorted[channel_start], np.arange(len(found) + 1))  # first channel per group
     atom_channel = np.empty(count, dtype=np.int64)
-    for group_id in range(len(order)):
-        atoms = np.nonzero(atom_group == group_id)[0]
-        channel_labels, inverse = np.unique(channel[atoms], return_inverse=True)
-        channel_atoms = [atoms[inverse == k] for k in range(len(channel_labels))]
-        atom_channel[atoms] = inverse
-        importance = np.array([l1[a].sum() for a in channel_atoms])
-        producer_ids = sorted(set(owner[atoms][owner[atoms] >= 0].tolist()))
-        groups.append(ChannelGroup(group_id, [st.producer_names[p] for p in producer_ids], channel_atoms, importance))
+    atom_channel[order] = channel_number - group_first[group_sorted]
+    bounds = np.append(channel_start, count)  # atoms of channel k: order[bounds[k]:bounds[k + 1]]
+    edges = bounds.tolist()
+    channel_atoms = [order[low:high] for low, high in zip(edges, edges[1:])]
+    importance = _channel_sums(l1, order, channel_start)
+    groups: list[ChannelGroup] = []
+    for group_id in range(len(found)):
+        low, high = group_first[group_id], group_first[group_id + 1]
+        owners = owner[order[bounds[low]:bounds[high]]]
+        producer_ids = np.unique(owners[owners >= 0]).tolist()
+        groups.append(ChannelGroup(group_id, [st.producer_names[p] for p in producer_ids], channel_atoms[low:high],
+                                   importance[low:high]))
     for ids, reason, node_name in st.kept:
         for group_id in np.unique(atom_group[ids]):
             group = groups[group_id]

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from onnxwootz.core.weightfile import is_reference, row_blocks
 from onnxwootz.passes.channel_state import ChannelState
 from onnxwootz.passes.graph_index import attribute
 from onnxwootz.passes.shape_entries import channel_count_escapes, resize_sizes_channel, shape_entry
@@ -42,22 +43,28 @@ def _constant_ints(st: ChannelState, node: onnx.NodeProto, attr: str, input_inde
     return None
 
 
-L1_BLOCK = 1 << 22
-"""Elements of |weight| made at a time (16 MB of float32)."""
+L1_BLOCK = 1 << 17
+"""Elements of |weight| made at a time (512 KB of float32: small enough that |block| is still in
+the cache when it is summed, which makes the L1 norms about a quarter faster than 16 MB blocks)."""
 
 
-def _l1(weight: np.ndarray, axis: int) -> np.ndarray:
+def _l1(st: ChannelState, name: str, weight: np.ndarray, axis: int) -> np.ndarray:
     """Per index of `axis`, the sum of |weight| over the other axes, a block of indices at a
-    time: the weight may be mapped from its file (core/weightfile.py), and |weight| is never
-    made whole. The sums are bitwise those of the whole array: each is over one contiguous row
-    of |weight|, as there. A 2-D weight summed over its rows (MatMul, Gemm without transB) is
-    summed whole, as before: numpy's strided reduction adds in an order that depends on the
-    array's width."""
+    time: the weight (initializer `name`) may be left in its file (core/weightfile.py), and
+    |weight| is never made whole; filters on the first axis of such a weight are read block by
+    block (weightfile.row_blocks), the cheapest way through a file. The sums are bitwise those
+    of the whole array: each is over one contiguous row of |weight|, as there. A 2-D weight
+    summed over its rows (MatMul, Gemm without transB) is summed whole, as before: numpy's
+    strided reduction adds in an order that depends on the array's width."""
     if weight.ndim == 2 and axis == 1:
         return np.abs(weight.T).sum(axis=1)
-    channels = np.moveaxis(weight, axis, 0)
-    step = max(1, L1_BLOCK // max(int(np.prod(channels.shape[1:])), 1))
-    blocks = (channels[start:start + step] for start in range(0, len(channels), step))
+    tensor = st.index.initializers[name]
+    if axis == 0 and is_reference(tensor):
+        blocks = (block for _, block in row_blocks(tensor, L1_BLOCK))
+    else:
+        channels = np.moveaxis(weight, axis, 0)
+        step = max(1, L1_BLOCK // max(int(np.prod(channels.shape[1:])), 1))
+        blocks = (channels[start:start + step] for start in range(0, len(channels), step))
     sums = [np.abs(block).reshape(len(block), -1).sum(axis=1) for block in blocks]
     return np.concatenate(sums) if sums else np.zeros(0, weight.dtype)
 
@@ -70,7 +77,7 @@ def conv(node: onnx.NodeProto, st: ChannelState) -> None:
         return
     group = attribute(node, "group", 1)
     c_out, per_group_in = weight.shape[0], weight.shape[1]
-    out = st.fresh(node, _l1(weight, 0))
+    out = st.fresh(node, _l1(st, node.input[1], weight, 0))
     st.ids[node.output[0]] = out
     if group == 1:
         return
@@ -98,7 +105,7 @@ def conv_transpose(node: onnx.NodeProto, st: ChannelState) -> None:
     if weight is None or x is None or attribute(node, "group", 1) != 1:
         st.barrier(node, "grouped or dynamic ConvTranspose")
         return
-    st.ids[node.output[0]] = st.fresh(node, _l1(weight, 1))
+    st.ids[node.output[0]] = st.fresh(node, _l1(st, node.input[1], weight, 1))
 
 
 def gemm(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -111,7 +118,7 @@ def gemm(node: onnx.NodeProto, st: ChannelState) -> None:
     if _rank(st, node.input[0]) != 2:
         st.barrier(node, "input is not 2-D")
         return
-    st.ids[node.output[0]] = st.fresh(node, _l1(weight, 0 if trans_b else 1))  # per output unit
+    st.ids[node.output[0]] = st.fresh(node, _l1(st, node.input[1], weight, 0 if trans_b else 1))  # per output unit
 
 
 def pass_through(node: onnx.NodeProto, st: ChannelState) -> None:
@@ -382,7 +389,7 @@ def channels_last_matmul(node: onnx.NodeProto, st: ChannelState) -> None:
     if weight is None or weight.ndim != 2 or node.input[0] not in st.channels_last:
         st.barrier(node, "multiplies a channels-last tensor by a computed matrix")
         return
-    st.ids[node.output[0]] = st.fresh(node, _l1(weight, 1))
+    st.ids[node.output[0]] = st.fresh(node, _l1(st, node.input[1], weight, 1))
     st.channels_last.add(node.output[0])
 
 

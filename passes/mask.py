@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from onnx import helper
 
+from onnxwootz.core.weightfile import row_blocks
 from onnxwootz.passes.base import Pass, PassResult
 from onnxwootz.passes.canonicalize import shared_origins
 from onnxwootz.passes.graph_index import GraphIndex, replace_initializer
@@ -35,28 +37,10 @@ def divisors(model: onnx.ModelProto) -> set[str]:
     return {node.input[1] for node in model.graph.node if node.op_type == "Div" and len(node.input) > 1}
 
 
-def zero_removed(array: np.ndarray, entries: list[dict], fill: float = 0.0,
-                 out: np.ndarray | None = None) -> np.ndarray:
+def zero_removed(array: np.ndarray, entries: list[dict], fill: float = 0.0) -> np.ndarray:
     """A copy of `array` with every element that some entry's axis does not keep set to zero
     (or `fill`; an element survives only if it is kept on every sliced axis): one multiply by
-    a 0/1 mask over the axes up to the last sliced one (a conv weight: filters x input channels).
-    `out` (of the array's shape and dtype): the same values written there, one multiply per
-    sliced axis and no mask the size of a 2-D weight, for a caller that reads a large weight
-    from its file and keeps only the masked copy."""
-    if out is not None:
-        source = array
-        for entry in entries:
-            shape = [1] * array.ndim
-            shape[entry["axis"]] = -1
-            np.multiply(source, _kept(array, entry).reshape(shape), out=out)
-            source = out
-        if source is not out:
-            out[...] = array
-        if fill:
-            for entry in entries:
-                removed = np.flatnonzero(_kept(array, entry) == 0)
-                out[(slice(None),) * entry["axis"] + (removed,)] = fill
-        return out
+    a 0/1 mask over the axes up to the last sliced one (a conv weight: filters x input channels)."""
     if not entries or not array.size:
         return array.copy()
     lead = array.shape[:max(entry["axis"] for entry in entries) + 1]
@@ -64,7 +48,7 @@ def zero_removed(array: np.ndarray, entries: list[dict], fill: float = 0.0,
     for entry in entries:
         shape = [1] * len(lead)
         shape[entry["axis"]] = -1
-        mask = mask * _kept(array, entry).reshape(shape)
+        mask = mask * _kept(array.shape[entry["axis"]], array.dtype, entry).reshape(shape)
     kept = mask.reshape(-1, 1)
     masked = array.reshape(mask.size, -1) * kept
     if fill:
@@ -72,9 +56,35 @@ def zero_removed(array: np.ndarray, entries: list[dict], fill: float = 0.0,
     return masked.reshape(array.shape)
 
 
-def _kept(array: np.ndarray, entry: dict) -> np.ndarray:
-    """1 where the entry's axis keeps the index, else 0, in the array's dtype."""
-    keep_axis = np.zeros(array.shape[entry["axis"]], dtype=array.dtype)
+BLOCK = 1 << 17
+"""Elements of a weight masked at a time by masked_copy (512 KB of float32: one block in the cache)."""
+
+
+def masked_copy(tensor: onnx.TensorProto, entries: list[dict], fill: float = 0.0) -> np.ndarray:
+    """zero_removed of an initializer's values, for a caller that reads a large weight from its
+    file and keeps only the masked copy: the values are read into the copy a block of rows at a
+    time (weightfile.row_blocks) and each block is masked while it is in the cache, one
+    multiply per sliced axis and no mask the size of a 2-D weight."""
+    shape = tuple(tensor.dims)
+    out = np.empty(shape, helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    factors = []
+    for entry in entries:
+        broadcast = [1] * len(shape)
+        broadcast[entry["axis"]] = -1
+        factors.append((entry["axis"], _kept(shape[entry["axis"]], out.dtype, entry).reshape(broadcast)))
+    for rows, block in row_blocks(tensor, BLOCK, out=out):
+        for axis, factor in factors:
+            np.multiply(block, factor[rows] if axis == 0 else factor, out=block)
+        if fill:
+            for axis, factor in factors:
+                removed = np.flatnonzero((factor[rows] if axis == 0 else factor).reshape(-1) == 0)
+                block[(slice(None),) * axis + (removed,)] = fill
+    return out
+
+
+def _kept(size: int, dtype: np.dtype, entry: dict) -> np.ndarray:
+    """1 where the entry's axis (of `size`) keeps the index, else 0, in `dtype`."""
+    keep_axis = np.zeros(size, dtype=dtype)
     keep_axis[entry["keep"]] = 1
     return keep_axis
 

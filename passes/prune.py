@@ -51,14 +51,13 @@ def group_keep_counts(analysis: ChannelAnalysis, units: UnitPlan, config: dict[s
 def select_removed(analysis: ChannelAnalysis, keep: dict[int, int]) -> np.ndarray:
     """Boolean per atom: True where the filter is removed. Within a group the channels with
     the largest summed L1 norm stay; a Split/Slice output never loses all its channels."""
-    removed = np.zeros(analysis.atom_count, dtype=bool)
+    first, channel_of_atom = analysis.channel_numbers()
+    gone = np.zeros(first[-1], dtype=bool)  # per channel of any group
     for group_id, count in keep.items():
         group = analysis.groups[group_id]
-        if count >= group.channels:
-            continue
-        order = np.argsort(-group.importance, kind="stable")
-        for channel in order[count:]:
-            removed[group.channel_atoms[channel]] = True
+        if count < group.channels:
+            gone[first[group_id] + np.argsort(-group.importance, kind="stable")[count:]] = True
+    removed = gone[channel_of_atom]
     changed = True
     while changed:
         changed = False
@@ -93,11 +92,12 @@ class FilterPrune(Pass):
         masks = {name: ~self.removed[ids] for name, ids in self.analysis.ids.items()}
         slicer = Slicer(model, masks, self.shapes, self.analysis.channels_last)
         slices = slicer.run()
-        channels = {}
-        for group in self.analysis.groups:
-            total = group.channels
-            kept = total - int(sum(self.removed[atoms[0]] for atoms in group.channel_atoms))
-            channels[group.id] = (kept, total)
+        _, channel_of_atom = self.analysis.channel_numbers()
+        heads = np.unique(channel_of_atom, return_index=True)[1]  # each channel's first atom
+        lost = np.bincount(self.analysis.atom_group[heads], weights=self.removed[heads],
+                           minlength=len(self.analysis.groups))
+        channels = {group.id: (group.channels - int(lost[group.id]), group.channels)
+                    for group in self.analysis.groups}
         if slices:
             del model.graph.value_info[:]
         self.outcome = PruneOutcome(plan_entries(model, slices), slices, channels)

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxwootz.core import weightfile
 from onnxwootz.core.errors import BadModelError
 from onnxwootz.core.modelio import load_model, save_model
+from onnxwootz.passes import mask
 from onnxwootz.pruning import apply
 from onnxwootz.runtime.sessions import cpu_session
 
@@ -62,6 +63,40 @@ def test_a_lazy_model_holds_references_and_reads_the_same_values(stored, tmp_pat
     for mine, theirs in zip(lazy.graph.initializer, eager.graph.initializer):
         assert np.array_equal(weightfile.read_array(mine), numpy_helper.to_array(theirs))
     assert weightfile.stored_apart(lazy, path) == (stored is _external)
+
+
+@pytest.mark.parametrize("stored", [_embedded, _external])
+def test_row_blocks_read_every_row_once_in_order(stored, tmp_path: Path) -> None:
+    """Blocks of whole rows, at most `elements` values each, cover the tensor in order: read
+    into a caller's array, or into one reused buffer, from a reference or from memory alike."""
+    path = stored(tmp_path)
+    for tensor in (*load_model(path, lazy=True).graph.initializer, *load_model(path).graph.initializer):
+        values = numpy_helper.to_array(_model().graph.initializer[[i.name for i in _model().graph.initializer]
+                                                                   .index(tensor.name)])
+        row = values[0].size if values.ndim > 1 else 1
+        out = np.empty_like(values)
+        for target in (out, None):
+            seen = []
+            for rows, block in weightfile.row_blocks(tensor, 5 * row, out=target):
+                assert block.shape == values[rows].shape and 1 <= len(block) <= 5
+                assert np.array_equal(block, values[rows])
+                seen += range(rows.start, rows.stop)
+            assert seen == list(range(len(values)))
+        assert np.array_equal(out, values)
+
+
+@pytest.mark.parametrize("stored", [_embedded, _external])
+def test_a_masked_copy_read_in_blocks_is_the_masked_array(stored, tmp_path: Path, monkeypatch) -> None:
+    """The check's masked weights (read and masked a block of rows at a time) are bitwise what
+    zero_removed makes of the whole array, with zeros or with ones (a divisor's fill)."""
+    monkeypatch.setattr(mask, "BLOCK", 40)  # several blocks per weight
+    entries = [{"axis": 0, "keep": [1, 2, 5, 6]}, {"axis": 1, "keep": [0, 2]}]
+    for tensor in load_model(stored(tmp_path), lazy=True).graph.initializer:
+        if tensor.name == "w1":
+            values = weightfile.read_array(tensor)
+            for fill in (0.0, 1.0):
+                got, want = mask.masked_copy(tensor, entries, fill), mask.zero_removed(values, entries, fill)
+                assert got.tobytes() == want.tobytes() and got.flags.writeable
 
 
 @pytest.mark.parametrize("stored", [_embedded, _external])

@@ -24,10 +24,10 @@ def _check_external_locations(model: onnx.ModelProto, path: Path) -> None:
     """External data must lie in the model's folder. A weight reference (the lazy loader's)
     must point at the model file itself, the only file the loader refers to before this check:
     one that a file brought with it could point anywhere."""
-    root = path.parent.resolve()
+    root, own = path.parent.resolve(), path.resolve()
     for tensor in external_data_helper._get_all_tensors(model):
         if weightfile.is_reference(tensor):
-            if weightfile.location(tensor) != path.resolve():
+            if weightfile.location(tensor) != own:
                 raise BadModelError(f"tensor '{tensor.name}' carries onnxwootz's internal weight-reference key "
                                     f"'{weightfile.STAMP}' pointing at another file")
             continue

@@ -3,6 +3,7 @@ cheap checks, dummy inputs. Pure onnx and numpy (no ONNX Runtime)."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -48,7 +49,7 @@ def skeleton(model: onnx.ModelProto, keep) -> onnx.ModelProto:
 
 def is_weight(init: onnx.TensorProto) -> bool:
     """A large float initializer (a weight), as opposed to a shape constant or Resize scales."""
-    return init.data_type in FLOAT_TYPES and int(np.prod(init.dims)) > 64
+    return init.data_type in FLOAT_TYPES and math.prod(init.dims) > 64
 
 
 def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:

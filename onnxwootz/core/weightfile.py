@@ -7,10 +7,12 @@ every weight nobody changed from its file to the new one."""
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
+import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import onnx
@@ -37,6 +39,15 @@ SMALLEST_EXTERNAL = 1024
 def _stamp(path: Path) -> str:
     status = path.stat()
     return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def _current_stamp(path: Path) -> str | None:
+    """The stamp of `path` now, None when it is not a regular file (any more)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return f"{status.st_size}:{status.st_mtime_ns}" if stat.S_ISREG(status.st_mode) else None
 
 
 def _point(tensor: onnx.TensorProto, location: str, offset: int, length: int, **more: str) -> None:
@@ -66,7 +77,7 @@ def _where(tensor: onnx.TensorProto) -> tuple[Path, int, int]:
     """A reference's file, offset and length; an error when the file changed since loading."""
     entries = {entry.key: entry.value for entry in tensor.external_data}
     path = Path(entries["location"])
-    if not path.is_file() or _stamp(path) != entries[STAMP]:
+    if _current_stamp(path) != entries[STAMP]:
         raise BadModelError(f"{path} changed after the model was loaded (the weight '{tensor.name}' is read from it)")
     return path, int(entries["offset"]), int(entries["length"])
 
@@ -127,12 +138,57 @@ def read_array(tensor: onnx.TensorProto) -> np.ndarray:
         return numpy_helper.to_array(tensor)
     path, offset, length = _where(tensor)
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
-    count = int(np.prod(tensor.dims, dtype=np.int64))
+    count = math.prod(tensor.dims)
     if count * dtype.itemsize != length:
         raise BadModelError(f"weight '{tensor.name}' has {length} bytes of data for {count} {dtype} values")
     if not count:
         return np.zeros(tuple(tensor.dims), dtype)
-    return np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(tensor.dims)))
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY  # a mapping starts on a page
+    with open(path, "rb") as handle:  # the mapping outlives the handle, and lives as long as the array
+        buffer = mmap.mmap(handle.fileno(), offset + length - start, access=mmap.ACCESS_READ, offset=start)
+    return np.frombuffer(buffer, dtype, count, offset - start).reshape(tuple(tensor.dims))
+
+
+def row_blocks(tensor: onnx.TensorProto, elements: int, out: np.ndarray | None = None
+               ) -> Iterator[tuple[slice, np.ndarray]]:
+    """The tensor's values a block of rows (its first axis) at a time, at most `elements` values
+    a block (at least one row): (the block's rows, their values). A reference is read from its
+    file with plain reads, which cost no page faults and bring one block into the cache at a
+    time: into `out[rows]` when `out` is given (a writable C-ordered array of the tensor's shape
+    and dtype), else into one buffer that each block overwrites (use a block before the next)."""
+    shape = tuple(tensor.dims) or (1,)
+    row = math.prod(shape[1:])
+    step = max(1, elements // max(row, 1))
+    target = None if out is None else out.reshape(shape)
+    if not is_reference(tensor):
+        values = numpy_helper.to_array(tensor).reshape(shape)
+        for start in range(0, shape[0], step):
+            rows = slice(start, min(start + step, shape[0]))
+            if target is not None:
+                target[rows] = values[rows]
+            yield rows, values[rows] if target is None else target[rows]
+        return
+    path, offset, length = _where(tensor)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    if math.prod(shape) * dtype.itemsize != length:
+        raise BadModelError(f"weight '{tensor.name}' has {length} bytes of data for dims {list(tensor.dims)}")
+    buffer = np.empty((min(step, shape[0]), *shape[1:]), dtype) if target is None else None
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(offset)
+        for start in range(0, shape[0], step):
+            rows = slice(start, min(start + step, shape[0]))
+            block = target[rows] if target is not None else buffer[:rows.stop - start]
+            _read_into(handle, memoryview(block).cast("B"), path, tensor.name)
+            yield rows, block
+
+
+def _read_into(handle: BinaryIO, view: memoryview, path: Path, name: str) -> None:
+    """Fill `view` from the file's current position (a read may return less than asked)."""
+    while view:
+        got = handle.readinto(view)
+        if not got:
+            raise BadModelError(f"{path} ended inside the weight '{name}'")
+        view = view[got:]
 
 
 def _read_bytes(tensor: onnx.TensorProto) -> bytes:
