@@ -166,8 +166,9 @@ class NoiseMargin:
         count = len(teacher[0]) if teacher else 0
         self.draws = np.random.default_rng(seed).integers(0, count, (draws, count)) if z > 0 and count else None
         self.pooled = metric.function if isinstance(metric.function, Pooled) else None
-        if self.draws is not None and self.pooled is not None:
-            self.weights = np.stack([np.bincount(draw, minlength=count) for draw in self.draws]).astype(np.float64)
+        # how often each image appears in each draw: a Pooled metric's resample is weights @ rows
+        self.weights = (np.stack([np.bincount(draw, minlength=count) for draw in self.draws]).astype(np.float64)
+                        if self.draws is not None and self.pooled is not None else None)
         self.teacher_values = (self._resampled(self.teacher) if paired and self.draws is not None else None)
 
     def floor(self, student: Sequence[np.ndarray], value: float) -> float:

@@ -137,9 +137,10 @@ class FoldChannelCounts(Pass):
         if not reads:
             return PassResult(model, False)
         channels = _static_channel_counts(model, {shape.input[0] for _, shape in reads})
+        shape_of = {id(gather): shape for gather, shape in reads}
         values = {}
         for position, node in enumerate(model.graph.node):
-            read = next((shape for gather, shape in reads if gather is node), None)
+            read = shape_of.get(id(node))
             if read is not None and read.input[0] in channels:
                 scalar = index.array(node.input[1]).ndim == 0
                 values[position] = [(node.output[0], np.array(channels[read.input[0]] if scalar
