@@ -16,7 +16,7 @@ import onnx
 
 from onnxwootz.passes.channel_state import ChannelState
 from onnxwootz.passes.graph_index import GraphIndex
-from onnxwootz.passes.ops import CHANNELS_LAST_RULES, DOMAIN_RULES, RULES, filter_count
+from onnxwootz.passes.ops import CHANNELS_LAST_RULES, DOMAIN_RULES, RULES, data_inputs, filter_count, zero_rule
 
 
 @dataclasses.dataclass
@@ -110,7 +110,7 @@ def _channel_sums(l1: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.n
 def analyze_channels(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> ChannelAnalysis:
     """Run the rule table over a canonical model with concrete shapes."""
     index = GraphIndex(model)
-    st = ChannelState(index, shapes, filter_count)
+    st = ChannelState(index, shapes, filter_count, lambda node: zero_rule(node, index), data_inputs)
     for name in index.graph_inputs:
         st.opaque_source(name, f"graph input '{name}'")
     for node in model.graph.node:

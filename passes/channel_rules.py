@@ -19,6 +19,7 @@ from onnxwootz.core.weightfile import is_reference, row_blocks
 from onnxwootz.passes.channel_state import ChannelState
 from onnxwootz.passes.graph_index import attribute
 from onnxwootz.passes.shape_entries import channel_count_escapes, resize_sizes_channel, shape_entry
+from onnxwootz.passes.zeros import removed_are_zero
 
 Rule = Callable[[onnx.NodeProto, ChannelState], None]
 
@@ -421,5 +422,21 @@ def size(node: onnx.NodeProto, st: ChannelState) -> None:
 
 
 def channels_last_layer_norm(node: onnx.NodeProto, st: ChannelState) -> None:
-    """LayerNormalization over a channels-last tensor's channels (ConvNeXt): a barrier, named."""
-    st.barrier(node, "normalizes over the channels (pruning would change its statistics)")
+    """LayerNormalization over a channels-last tensor's channels alone (ConvNeXt): the channels
+    pass through, and its statistics stay those of all C channels when the removed ones were
+    zero in the masked original (slicers.layer_norm pads them back as zeros). Removed channels
+    that may be non-zero there would change the statistics: a barrier, named."""
+    rank = _rank(st, node.input[0])
+    channels = (st.shapes.get(node.input[0]) or [0])[-1]
+    params = [st.index.array(name) for name in node.input[1:3] if name]
+    if rank is None or _axis(attribute(node, "axis", -1), rank) != rank - 1:
+        st.barrier(node, "normalizes over more than the channels")
+    elif any(p is None or p.size != channels or p.shape[-1] != channels for p in params):
+        st.barrier(node, "its scale or bias is computed, or not one value per channel")
+    elif any(name and st.index.consumers.get(name) for name in node.output[1:]):
+        st.barrier(node, "its mean or inverse deviation is read")
+    elif not removed_are_zero(st, node.input[0]):
+        st.barrier(node, "normalizes over the channels, whose removed values may be non-zero "
+                         "(pruning would change its statistics)")
+    else:
+        channels_last_unary(node, st)

@@ -16,10 +16,17 @@ class ChannelState:
     """Mutable state the rules work on during one analysis."""
 
     def __init__(self, index: GraphIndex, shapes: dict[str, list[int]],
-                 filter_count: Callable[[onnx.NodeProto, GraphIndex], int | None]):
+                 filter_count: Callable[[onnx.NodeProto, GraphIndex], int | None],
+                 zero_rule: Callable[[onnx.NodeProto], str | None] = lambda node: None,
+                 data_inputs: Callable[[onnx.NodeProto], list[str]] = lambda node: list(node.input)):
         self.index = index
         self.shapes = shapes
-        self.filter_count = filter_count  # the op registry's (ops.filter_count): the rules' module cannot import it
+        # the op registry's answers (ops.filter_count, ops.zero_rule, ops.data_inputs): the rules'
+        # module cannot import the registry, which imports it
+        self.filter_count = filter_count
+        self.zero_rule = zero_rule
+        self.data_inputs = data_inputs
+        self.zero_removed: dict[str, bool] = {}  # zeros.removed_are_zero's answers so far
         self.ids: dict[str, np.ndarray] = {}
         self.split_outputs: list[str] = []
         self.flatten_reshapes: set[str] = set()

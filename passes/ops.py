@@ -3,7 +3,8 @@
 An entry gives the op's channel rule (channel_rules), its rule when it reads a channels-last
 tensor, its slicer (slicers), its multiply-accumulates, which inputs are shape or index
 parameters rather than data, its filter layout when it is a filter producer (filters), whether
-a BatchNormalization after it folds into it, and whether least squares can refit it. Every
+a BatchNormalization after it folds into it, whether least squares can refit it, and how a
+removed channel that is zero in its input comes out of it (zeros.py). Every
 pass and cost model reads these entries; none keeps a list of op names of its own.
 
 To support a new op: add its entry here (writing a rule or slicer where no existing one fits)
@@ -21,6 +22,7 @@ import onnx
 from onnxwootz.passes import channel_rules as rules
 from onnxwootz.passes import filters
 from onnxwootz.passes import slicers
+from onnxwootz.passes import zeros
 from onnxwootz.passes.channel_rules import Rule
 from onnxwootz.passes.filters import FilterLayout
 from onnxwootz.passes.graph_index import GraphIndex
@@ -49,52 +51,73 @@ class Op:
     refit: bool = False  # least squares (runtime/reconstruction) can refit its weights
     shape_only: bool = False  # reads only its input's shape, never the values
     folds_constants: bool = True  # canonicalize evaluates it once when all its inputs are constant
+    zero: zeros.ZeroRule | None = None  # when a removed channel is zero after it (None: maybe not)
 
 
 def _params(*slots: int) -> frozenset[int]:
     return frozenset(slots)
 
 
+_KEEPS_ZERO = zeros.rule(zeros.INPUTS)
+_ZEROES = zeros.rule(zeros.ALWAYS)
 _ELEMENT = Op(rules.pass_through, rules.channels_last_unary, macs=no_macs)
 """Element by element: the channels stay on whatever axis holds them."""
-_PER_CHANNEL = Op(rules.pass_through, macs=no_macs)
+_ELEMENT_KEEPS_ZERO = dataclasses.replace(_ELEMENT, zero=_KEEPS_ZERO)
+"""Element by element with f(0) = 0."""
+_PER_CHANNEL = Op(rules.pass_through, macs=no_macs, zero=_KEEPS_ZERO)
 """Per channel on axis 1 (pools, normalizations): not followed on a channels-last tensor."""
-_ELEMENTWISE = Op(rules.elementwise, rules.channels_last_elementwise, slicers.broadcast_constants, no_macs)
+_ELEMENTWISE = Op(rules.elementwise, rules.channels_last_elementwise, slicers.broadcast_constants, no_macs,
+                  zero=_KEEPS_ZERO)
 """Broadcasting operands: those spanning the channels are tied, constants along them sliced."""
-_REDUCTION = Op(rules.reduction, macs=no_macs, parameters=_params(1))
+_REDUCTION = Op(rules.reduction, macs=no_macs, parameters=_params(1), zero=_KEEPS_ZERO)
+
+
+def _moves(rule: Rule, **fields) -> Op:
+    """An op that moves, picks or regroups values without changing them."""
+    return Op(rule, macs=no_macs, zero=_KEEPS_ZERO, **fields)
+
 
 REGISTRY: dict[str, Op] = {
     "Conv": Op(rules.conv, slicer=slicers.conv, macs=filters.conv_macs, filters=filters.CONV, folds_bn=True,
-               refit=True),
+               refit=True, zero=_ZEROES),
     "ConvTranspose": Op(rules.conv_transpose, slicer=slicers.conv_transpose, macs=filters.conv_transpose_macs,
-                        filters=filters.CONV_TRANSPOSE, folds_bn=True),
-    "Gemm": Op(rules.gemm, slicer=slicers.gemm, macs=filters.gemm_macs, filters=filters.GEMM, folds_bn=True),
-    "MatMul": Op(rules.gemm, rules.channels_last_matmul, slicers.gemm, filters.matmul_macs, filters=filters.GEMM),
-    "Resize": Op(rules.resize, slicer=slicers.resize, macs=no_macs, parameters=_params(1, 2, 3)),
-    "Upsample": Op(rules.resize, macs=no_macs, parameters=_params(1)),
-    "Pad": Op(rules.pad, macs=no_macs, parameters=_params(1, 2, 3)),
-    "Concat": Op(rules.concat, macs=no_macs),
-    "Split": Op(rules.split, slicer=slicers.split, macs=no_macs, parameters=_params(1)),
-    "Slice": Op(rules.slice_, slicer=slicers.slice_, macs=no_macs, parameters=_params(1, 2, 3, 4)),
-    "Gather": Op(rules.gather, slicer=slicers.gather, macs=no_macs, parameters=_params(1)),
-    "Flatten": Op(rules.flatten, macs=no_macs),
-    "Reshape": Op(rules.reshape, slicer=slicers.reshape, macs=no_macs, parameters=_params(1)),
-    "Transpose": Op(rules.transpose, rules.channels_last_transpose, macs=no_macs),
-    "Squeeze": Op(rules.squeeze_unsqueeze, macs=no_macs, parameters=_params(1)),
-    "Unsqueeze": Op(rules.squeeze_unsqueeze, macs=no_macs, parameters=_params(1)),
+                        filters=filters.CONV_TRANSPOSE, folds_bn=True, zero=_ZEROES),
+    "Gemm": Op(rules.gemm, slicer=slicers.gemm, macs=filters.gemm_macs, filters=filters.GEMM, folds_bn=True,
+               zero=_ZEROES),
+    "MatMul": Op(rules.gemm, rules.channels_last_matmul, slicers.gemm, filters.matmul_macs, filters=filters.GEMM,
+                 zero=_ZEROES),
+    "Resize": _moves(rules.resize, slicer=slicers.resize, parameters=_params(1, 2, 3)),
+    "Upsample": _moves(rules.resize, parameters=_params(1)),
+    "Pad": Op(rules.pad, macs=no_macs, parameters=_params(1, 2, 3), zero=zeros.pad),
+    "Concat": _moves(rules.concat),
+    "Split": _moves(rules.split, slicer=slicers.split, parameters=_params(1)),
+    "Slice": _moves(rules.slice_, slicer=slicers.slice_, parameters=_params(1, 2, 3, 4)),
+    "Gather": _moves(rules.gather, slicer=slicers.gather, parameters=_params(1)),
+    "Flatten": _moves(rules.flatten),
+    "Reshape": _moves(rules.reshape, slicer=slicers.reshape, parameters=_params(1)),
+    "Transpose": _moves(rules.transpose, channels_last=rules.channels_last_transpose),
+    "Squeeze": _moves(rules.squeeze_unsqueeze, parameters=_params(1)),
+    "Unsqueeze": _moves(rules.squeeze_unsqueeze, parameters=_params(1)),
     "Shape": Op(rules.shape, macs=no_macs, shape_only=True),
     "Size": Op(rules.size, macs=no_macs, shape_only=True),
-    "LayerNormalization": Op(channels_last=rules.channels_last_layer_norm, macs=no_macs),
-    **dict.fromkeys(("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus",
-                     "Exp", "Cast", "Identity", "Neg", "Abs", "Sqrt", "Reciprocal", "Erf", "Gelu", "Mish",
-                     "Softsign", "Celu", "ThresholdedRelu", "Floor", "Ceil", "Round", "Log", "Sin", "Cos"), _ELEMENT),
-    "Clip": dataclasses.replace(_ELEMENT, parameters=_params(1, 2)),
-    "Dropout": dataclasses.replace(_ELEMENT, parameters=_params(1, 2)),
+    "LayerNormalization": Op(channels_last=rules.channels_last_layer_norm, slicer=slicers.layer_norm, macs=no_macs,
+                             zero=_ZEROES),
+    **dict.fromkeys(("Relu", "LeakyRelu", "HardSwish", "Tanh", "Elu", "Selu", "Cast", "Identity", "Neg", "Abs",
+                     "Sqrt", "Erf", "Gelu", "Mish", "Softsign", "Celu", "ThresholdedRelu", "Floor", "Ceil", "Round",
+                     "Sin"), _ELEMENT_KEEPS_ZERO),
+    **dict.fromkeys(("Sigmoid", "HardSigmoid", "Softplus", "Exp", "Reciprocal", "Log", "Cos"), _ELEMENT),  # f(0) != 0
+    "Clip": dataclasses.replace(_ELEMENT, parameters=_params(1, 2), zero=zeros.clip),
+    "Dropout": dataclasses.replace(_ELEMENT_KEEPS_ZERO, parameters=_params(1, 2)),
     **dict.fromkeys(("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"),
                     _PER_CHANNEL),
-    "BatchNormalization": dataclasses.replace(_PER_CHANNEL, slicer=slicers.per_channel_params(1, 4)),
-    "InstanceNormalization": dataclasses.replace(_PER_CHANNEL, slicer=slicers.per_channel_params(1, 2)),
-    **dict.fromkeys(("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu"), _ELEMENTWISE),
+    # their per-channel parameters are cut, so a removed channel comes out zero
+    "BatchNormalization": dataclasses.replace(_PER_CHANNEL, slicer=slicers.per_channel_params(1, 4), zero=_ZEROES),
+    "InstanceNormalization": dataclasses.replace(_PER_CHANNEL, slicer=slicers.per_channel_params(1, 2),
+                                                 zero=_ZEROES),
+    **dict.fromkeys(("Add", "Sub", "Max", "Min", "Sum", "Mean"), _ELEMENTWISE),
+    "Mul": dataclasses.replace(_ELEMENTWISE, zero=zeros.rule(zeros.ANY)),
+    **dict.fromkeys(("Div", "PRelu"), dataclasses.replace(_ELEMENTWISE, zero=zeros.rule(zeros.FIRST))),
+    "Pow": dataclasses.replace(_ELEMENTWISE, zero=None),
     **dict.fromkeys(("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd"),
                     _REDUCTION),
     # channel barriers, listed for which of their inputs are shape or index parameters
@@ -110,7 +133,7 @@ REGISTRY: dict[str, Op] = {
 """The ops of the standard ONNX domain, by op type."""
 
 DOMAIN_REGISTRY: dict[tuple[str, str], Op] = {
-    ("com.microsoft", "Gelu"): Op(rules.pass_through, macs=no_macs),  # ONNX Runtime's contrib Gelu (erf form)
+    ("com.microsoft", "Gelu"): Op(rules.pass_through, macs=no_macs, zero=_KEEPS_ZERO),  # ONNX Runtime's contrib Gelu (erf form)
 }
 """Ops of other domains, by (domain, op type)."""
 
@@ -135,6 +158,12 @@ def data_inputs(node: onnx.NodeProto) -> list[str]:
     kind = op_kind(node)
     skip = kind.parameters if kind is not None else frozenset()
     return [name for index, name in enumerate(node.input) if name and index not in skip]
+
+
+def zero_rule(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    """How a removed channel that is zero in the node's input comes out of it (zeros.py)."""
+    kind = op_kind(node)
+    return None if kind is None or kind.zero is None else kind.zero(node, index)
 
 
 def filter_layout(node: onnx.NodeProto) -> FilterLayout | None:

@@ -98,7 +98,9 @@ class FilterPrune(Pass):
                            minlength=len(self.analysis.groups))
         channels = {group.id: (group.channels - int(lost[group.id]), group.channels)
                     for group in self.analysis.groups}
+        entries = plan_entries(model, slices)
+        slicer.replace_nodes()
         if slices:
             del model.graph.value_info[:]
-        self.outcome = PruneOutcome(plan_entries(model, slices), slices, channels)
+        self.outcome = PruneOutcome(entries, slices, channels)
         return PassResult(model, bool(slices))

@@ -32,6 +32,12 @@ class Cuts(Protocol):
     def rewrite(self, name: str, array: np.ndarray) -> None:
         """Set initializer `name` (a shape parameter, not a slice of data) to `array`."""
 
+    def fresh_name(self, base: str) -> str:
+        """A tensor or node name the model does not use yet."""
+
+    def replace(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
+        """Put `nodes` in the place of `node`, the node being sliced, once every cut is made."""
+
 
 Slice = Callable[[onnx.NodeProto, Cuts], None]
 
@@ -178,3 +184,35 @@ def resize(node: onnx.NodeProto, s: Cuts) -> None:
     position = resize_sizes_channel(node, len(s.shapes[node.input[0]]))
     if position is not None:
         _follow_channels(s, node.input[3], position, s.masks.get(node.output[0]))
+
+
+def layer_norm(node: onnx.NodeProto, s: Cuts) -> None:
+    """LayerNormalization over the channels (the last axis; the analysis lets channels through
+    only where the removed ones were zero in the masked original): its scale and bias are cut,
+    and the pruned node normalizes the kept channels padded back with as many zeros as went, so
+    its mean and variance are still those over all C channels, then keeps the kept ones. Exact,
+    at the cost of normalizing C channels instead of C' (no multiply-accumulates)."""
+    mask = s.mask(node.input[0])
+    if mask is None:
+        return
+    gone, kept = int((~mask).sum()), int(mask.sum())
+    wide = onnx.NodeProto.FromString(node.SerializeToString())
+    pads = []
+    for slot, name in enumerate(node.input[:3]):
+        if not name:
+            continue
+        rank = len(s.shapes[name]) if slot == 0 else len(s.index.initializers[name].dims)
+        if slot:
+            s.cut(name, rank - 1, mask)
+        amounts = s.fresh_name(f"{node.name}_pads_{slot}")
+        s.rewrite(amounts, np.array([0] * (2 * rank - 1) + [gone], dtype=np.int64))
+        wide.input[slot] = s.fresh_name(f"{name}_padded")
+        pads.append(onnx.helper.make_node("Pad", [name, amounts], [wide.input[slot]],
+                                          name=s.fresh_name(f"{node.name}_pad_{slot}")))
+    wide.output[0] = s.fresh_name(f"{node.output[0]}_wide")
+    bounds = [s.fresh_name(f"{node.name}_keep_{part}") for part in ("starts", "ends", "axes")]
+    for bound, value in zip(bounds, (0, kept, -1)):
+        s.rewrite(bound, np.array([value], dtype=np.int64))
+    keep = onnx.helper.make_node("Slice", [wide.output[0], *bounds], [node.output[0]],
+                                 name=s.fresh_name(f"{node.name}_keep"))
+    s.replace(node, [*pads, wide, keep])

@@ -27,6 +27,9 @@ class Slicer:
         self.index = GraphIndex(model)
         self.masks = masks
         self.slices: dict[str, list[dict]] = {}
+        self.replaced: dict[int, list[onnx.NodeProto]] = {}  # by the position of the node they replace
+        self.position = 0  # of the node being sliced
+        self.names: set[str] | None = None  # every name in the model, made when first needed
 
     def mask(self, name: str) -> Mask | None:
         mask = self.masks.get(name)
@@ -56,8 +59,25 @@ class Slicer:
         if name not in self.index.initializers:  # replaced ones are updated in place; a new one is appended
             self.index.initializers[name] = self.model.graph.initializer[-1]
 
+    def fresh_name(self, base: str) -> str:
+        if self.names is None:
+            graph = self.model.graph
+            self.names = {name for node in graph.node for name in (node.name, *node.input, *node.output)}
+            self.names |= {value.name for value in (*graph.input, *graph.output, *graph.initializer)}
+        name, number = base, 0
+        while name in self.names:
+            number += 1
+            name = f"{base}_{number}"
+        self.names.add(name)
+        return name
+
+    def replace(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
+        if self.model.graph.node[self.position] != node:
+            raise ValueError(f"only the node being sliced can be replaced, not '{node.name}'")
+        self.replaced[self.position] = nodes
+
     def run(self) -> dict[str, list[dict]]:
-        for node in self.model.graph.node:
+        for self.position, node in enumerate(self.model.graph.node):
             slicer = SLICERS.get(node.op_type)
             if slicer is not None:
                 slicer(node, self)
@@ -67,6 +87,18 @@ class Slicer:
                 array = np.take(array, entry["keep"], axis=entry["axis"])
             write_initializer(self.index.initializers[name], array)
         return self.slices
+
+    def replace_nodes(self) -> None:
+        """Put in the nodes slicers asked for (replace). Separate from run, so that the plan
+        names the input model's reader of each cut tensor first, not a node added to read it."""
+        if not self.replaced:
+            return
+        nodes = []
+        for position, node in enumerate(self.model.graph.node):
+            nodes += self.replaced.get(position) or [onnx.NodeProto.FromString(node.SerializeToString())]
+        del self.model.graph.node[:]
+        self.model.graph.node.extend(nodes)
+        self.replaced.clear()
 
 
 SLICERS: dict[str, Slice] = {op: kind.slicer for op, kind in REGISTRY.items() if kind.slicer is not None}

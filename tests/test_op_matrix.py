@@ -411,6 +411,33 @@ def layer_norm_nhwc(n: Net, a: str) -> str:
     return _out(n, n.op("Transpose", normed, perm=[0, 3, 1, 2]))
 
 
+def layer_norm_stream(n: Net, a: str) -> str:
+    """A ConvNeXt stream: LayerNorm over an NHWC view's channels, an MLP, the residual Add, and
+    a second LayerNorm over the sum (its removed channels are zero through the Add)."""
+    nhwc = n.op("Transpose", a, perm=[0, 2, 3, 1])
+    normed = n.op("LayerNormalization", nhwc, n.per_channel(0.5, 1.5, (C,)), n.per_channel(-0.2, 0.2, (C,)), axis=-1)
+    up = n.op("Relu", n.op("MatMul", normed, n.const(n.rng.standard_normal((C, 2 * C)) * 0.3)))
+    down = n.op("Add", n.op("MatMul", up, n.const(n.rng.standard_normal((2 * C, C)) * 0.3)),
+                n.per_channel(-0.2, 0.2, (C,)))
+    summed = n.op("Add", nhwc, n.op("Mul", down, n.per_channel(0.5, 1.5, (C,))))
+    again = n.op("LayerNormalization", summed, n.per_channel(0.5, 1.5, (C,)), axis=-1)
+    return _out(n, n.op("Transpose", again, perm=[0, 3, 1, 2]))
+
+
+def layer_norm_after_sigmoid(n: Net, a: str) -> str:
+    """A removed channel is 0.5 after a Sigmoid in the masked original: the statistics would change."""
+    nhwc = n.op("Transpose", n.op("Sigmoid", a), perm=[0, 2, 3, 1])
+    normed = n.op("LayerNormalization", nhwc, n.per_channel(0.5, 1.5, (C,)), n.per_channel(-0.2, 0.2, (C,)), axis=-1)
+    return _out(n, n.op("Transpose", normed, perm=[0, 3, 1, 2]))
+
+
+def layer_norm_after_offset(n: Net, a: str) -> str:
+    """A scalar added to every channel fills the removed ones too."""
+    nhwc = n.op("Transpose", n.op("Add", a, n.const(0.5)), perm=[0, 2, 3, 1])
+    normed = n.op("LayerNormalization", nhwc, n.per_channel(0.5, 1.5, (C,)), n.per_channel(-0.2, 0.2, (C,)), axis=-1)
+    return _out(n, n.op("Transpose", normed, perm=[0, 3, 1, 2]))
+
+
 def layer_norm_nchw(n: Net, a: str) -> str:
     """LayerNormalization over C, H and W of an NCHW tensor."""
     scale, bias = n.per_channel(0.5, 1.5, (C, 8, 8)), n.per_channel(-0.2, 0.2, (C, 8, 8))
@@ -562,8 +589,13 @@ CASES: dict[str, Case] = {
     "grouped_chain": Case(grouped_chain),
     "channel_multiplier": Case(channel_multiplier),
     "depthwise_conv": Case(depthwise_conv),
-    # LayerNormalization over the channels couples them: kept (in NCHW it has no rule at all)
-    "layernorm_nhwc": Case(layer_norm_nhwc, barrier="normalizes over the channels"),
+    # LayerNormalization over the channels prunes where the removed channels were zero in the
+    # masked original (padded back as zeros), and is kept where they may not be; in NCHW, over
+    # C, H and W, it has no rule at all
+    "layernorm_nhwc": Case(layer_norm_nhwc),
+    "layernorm_stream": Case(layer_norm_stream),
+    "layernorm_after_sigmoid": Case(layer_norm_after_sigmoid, barrier="whose removed values may be non-zero"),
+    "layernorm_after_offset": Case(layer_norm_after_offset, barrier="whose removed values may be non-zero"),
     "layernorm_nchw": Case(layer_norm_nchw, barrier="op not known to the channel analysis"),
 }
 

@@ -18,7 +18,6 @@ ACCEPTED_DOMAIN = {key: kind for key, kind in DOMAIN_REGISTRY.items() if kind.ru
 
 UNSLICED = {
     "Concat": "every part needs channel ids: its rule makes a constant part a barrier",
-    "LayerNormalization": "a barrier (over a channels-last tensor's channels): its scale and bias are never cut",
 }
 """Accepted ops with more than one data input and no slicer, and why none is needed."""
 
