@@ -14,7 +14,7 @@ from onnxwootz.core.errors import BadSpecError
 from onnxwootz.core.modelio import CANONICAL_OPSET, load_model, upgrade_opset
 from onnxwootz.core.onnx_helpers import input_shapes, onnx_opset
 from onnxwootz.counting import NodeCost, count
-from onnxwootz.passes.canonicalize import canonicalize, shuffles_to_gathers
+from onnxwootz.passes.canonicalize import canonicalize, shuffles_to_gathers, strided_identities
 from onnxwootz.passes.channel_groups import ChannelAnalysis, analyze_channels
 from onnxwootz.passes.units import GRANULARITIES, UnitPlan, plan_units
 from onnxwootz.runtime.shapes import static_shapes
@@ -61,7 +61,8 @@ def prepare(source: ModelSource, input_shape: Sequence[int] | None = None, lazy:
     model = canonicalize(model)
     feed = input_shapes(model, input_shape)
     shapes = static_shapes(model, feed)
-    if shuffles_to_gathers(model, shapes):  # a Gather's channel count is static: fold what reads it
+    rewritten = shuffles_to_gathers(model, shapes)
+    if strided_identities(model, shapes) or rewritten:  # canonicalize again: fold what reads a Gather's count
         model = canonicalize(model)
         shapes = static_shapes(model, feed)
     analysis = analyze_channels(model, shapes)

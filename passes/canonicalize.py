@@ -27,7 +27,10 @@ One rewrite needs the tensors' shapes and runs once they are known (`shuffles_to
 called by prepare): a channel shuffle, Reshape [N, C, H, W] -> [N, g, C/g, H, W] -> Transpose
 (0, 2, 1, 3, 4) -> Reshape back to [N, C, H, W], becomes one Gather of the channels in the
 shuffled order, which the analysis follows as a permutation and slicing renumbers (the three
-ops could only be rebuilt if every group kept the same positions)."""
+ops could only be rebuilt if every group kept the same positions). So does `strided_identities`:
+the dynamo exporter writes AdaptiveAvgPool2d to 1x1 as a mean and an `as_strided` that reads
+every element in place, Gather(Reshape(x, [-1]), Range(0, N) * C*H*W + offsets), which hides x's
+channels; it becomes x itself."""
 
 from __future__ import annotations
 
@@ -368,6 +371,108 @@ def shuffles_to_gathers(model: onnx.ModelProto, shapes: dict[str, list[int]]) ->
     _drop_orphans(model, orphans)
     _drop_unused_initializers(model)
     return True
+
+
+def strided_identities(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> bool:
+    """Replace each Gather that reads every element of x in place (module docstring) by x, the
+    index arithmetic left to no reader is dropped. The batch count N in the indices must be
+    read from dim 0 of a graph input that has x's batch (the exporter's own symbol for it).
+    Returns whether one was replaced."""
+    index = GraphIndex(model)
+    replaced = []
+    for node in model.graph.node:
+        x = _strided_identity_source(index, shapes, node)
+        if x is not None:
+            replaced.append((node, x))
+    for node, x in replaced:
+        orphans = list(node.input)
+        node.op_type = "Identity"
+        del node.attribute[:]
+        del node.input[:]
+        node.input.append(x)
+        _drop_orphans(model, orphans)
+    _drop_unused_initializers(model)
+    return bool(replaced)
+
+
+def _strided_identity_source(index: GraphIndex, shapes: dict[str, list[int]], node: onnx.NodeProto) -> str | None:
+    """x when `node` is Gather(Reshape(x, [-1]), indices, axis 0) whose indices are x's own flat
+    positions in order, else None."""
+    if node.op_type != "Gather" or attribute(node, "axis", 0) != 0:
+        return None
+    flat = index.producer.get(node.input[0])
+    if flat is None or flat.op_type != "Reshape" or not _is_minus_one(index.array(flat.input[1])):
+        return None
+    x = flat.input[0]
+    shape = shapes.get(x)
+    if not shape or len(shape) < 2 or shapes.get(node.output[0]) != shape:
+        return None
+    terms = _sum_terms(index, node.input[1])
+    dynamic = [term for term in terms if not index.is_constant(term)]
+    inner = int(np.prod(shape[1:]))
+    if len(dynamic) != 1 or not _batch_positions(index, shapes, dynamic[0], shape, inner):
+        return None
+    offsets = sum((index.array(term) for term in terms if index.is_constant(term)), np.zeros((), np.int64))
+    expected = np.arange(inner).reshape([1, *shape[1:]])
+    try:
+        return x if np.array_equal(np.broadcast_to(offsets, expected.shape), expected) else None
+    except ValueError:
+        return None
+
+
+def _is_minus_one(array: np.ndarray | None) -> bool:
+    return array is not None and array.size == 1 and int(array.reshape(-1)[0]) == -1
+
+
+def _sum_terms(index: GraphIndex, name: str) -> list[str]:
+    """The operands of the Add tree that computes `name` (just `name` when no Add does)."""
+    producer = index.producer.get(name)
+    if producer is None or producer.op_type != "Add":
+        return [name]
+    return [term for operand in producer.input for term in _sum_terms(index, operand)]
+
+
+def _batch_positions(index: GraphIndex, shapes: dict[str, list[int]], name: str, shape: list[int],
+                     inner: int) -> bool:
+    """Whether `name` is Unsqueeze(Range(0, N, 1) * inner) over every axis but the first, N
+    read from dim 0 of a graph input whose batch is x's: the first element of each sample."""
+    unsqueeze = index.producer.get(name)
+    if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or len(unsqueeze.input) < 2:
+        return False
+    axes = index.array(unsqueeze.input[1])
+    if axes is None or sorted(int(a) % len(shape) for a in axes.reshape(-1)) != list(range(1, len(shape))):
+        return False
+    mul = index.producer.get(unsqueeze.input[0])
+    if mul is None or mul.op_type != "Mul":
+        return False
+    scales = [index.array(operand) for operand in mul.input if index.is_constant(operand)]
+    ranges = [index.producer.get(operand) for operand in mul.input if not index.is_constant(operand)]
+    if len(scales) != 1 or scales[0].size != 1 or int(scales[0].reshape(-1)[0]) != inner or len(ranges) != 1:
+        return False
+    span = ranges[0]
+    if span is None or span.op_type != "Range" or not all(
+            index.array(bound) is not None and int(index.array(bound).reshape(-1)[0]) == value
+            for bound, value in ((span.input[0], 0), (span.input[2], 1))):
+        return False
+    source = _dim0_source(index, span.input[1])
+    return source is not None and source in index.graph_inputs and (shapes.get(source) or [None])[0] == shape[0]
+
+
+def _dim0_source(index: GraphIndex, name: str) -> str | None:
+    """t when `name` is dim 0 of Shape(t) as a scalar: Squeeze(Shape(t, start=0, end=1)) or
+    Gather(Shape(t), 0)."""
+    node = index.producer.get(name)
+    if node is None or node.op_type not in ("Squeeze", "Gather"):
+        return None
+    shape = index.producer.get(node.input[0])
+    if shape is None or shape.op_type != "Shape" or attribute(shape, "start", 0) != 0:
+        return None
+    if node.op_type == "Squeeze" and attribute(shape, "end") == 1:
+        return shape.input[0]
+    position = index.array(node.input[1]) if node.op_type == "Gather" and len(node.input) > 1 else None
+    if position is not None and position.size == 1 and int(position.reshape(-1)[0]) == 0:
+        return shape.input[0]
+    return None
 
 
 def _drop_orphans(model: onnx.ModelProto, names: list[str]) -> None:

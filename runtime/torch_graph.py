@@ -129,7 +129,7 @@ class _Builder:
         self.attr_nodes: dict[str, fx.Node] = {}
         self.state_names: dict[str, str] = {}
         self.taken: set[str] = set()
-        self.consts: dict[int, fx.Node] = {}
+        self.consts: dict[int, tuple[torch.Tensor, fx.Node]] = {}  # by id of the folded tensor
         self.sizes: dict[tuple[str, int], fx.Node] = {}
         self.training_node: fx.Node | None = None
         self.device_node: fx.Node | None = None
@@ -166,12 +166,12 @@ class _Builder:
 
     def constant(self, tensor: torch.Tensor) -> fx.Node:
         """A folded tensor the runtime needs: a non-persistent buffer, read by get_attr."""
-        key = id(tensor)
+        key = id(tensor)  # the entry holds the tensor, so no later tensor gets its id
         if key not in self.consts:
             target = f"_const{len(self.consts)}"
             self.root.register_buffer(target, tensor.detach().clone(), persistent=False)
-            self.consts[key] = self.graph.get_attr(target)
-        return self.consts[key]
+            self.consts[key] = (tensor, self.graph.get_attr(target))
+        return self.consts[key][1]
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """fn(*args) now when nothing is a runtime value (constant folding), else an fx node."""

@@ -438,6 +438,26 @@ def layer_norm_after_offset(n: Net, a: str) -> str:
     return _out(n, n.op("Transpose", normed, perm=[0, 3, 1, 2]))
 
 
+def _strided_read(n: Net, a: str, order: np.ndarray) -> str:
+    """The dynamo exporter's AdaptiveAvgPool2d to 1x1: a mean, then an as_strided that reads
+    element (i, c) of the flat mean at i * C + order[c] (arange: every element in place)."""
+    mean = n.op("ReduceMean", a, n.ints(2, 3), keepdims=1)
+    flat = n.op("Reshape", mean, n.ints(-1))
+    batch = n.op("Squeeze", n.op("Shape", "x", start=0, end=1))
+    starts = n.op("Mul", n.op("Range", n.const(0, np.int64), batch, n.const(1, np.int64)), n.const(C, np.int64))
+    indices = n.op("Add", n.op("Unsqueeze", starts, n.ints(1, 2, 3)), n.const(order.reshape(1, C, 1, 1), np.int64))
+    return n.op("Gather", flat, indices, axis=0)
+
+
+def strided_identity(n: Net, a: str) -> str:
+    return _out(n, _strided_read(n, a, np.arange(C)))
+
+
+def strided_reversed(n: Net, a: str) -> str:
+    """The same arithmetic reading the channels in reverse: no identity."""
+    return _out(n, _strided_read(n, a, np.arange(C)[::-1].copy()))
+
+
 def layer_norm_nchw(n: Net, a: str) -> str:
     """LayerNormalization over C, H and W of an NCHW tensor."""
     scale, bias = n.per_channel(0.5, 1.5, (C, 8, 8)), n.per_channel(-0.2, 0.2, (C, 8, 8))
@@ -596,6 +616,9 @@ CASES: dict[str, Case] = {
     "layernorm_stream": Case(layer_norm_stream),
     "layernorm_after_sigmoid": Case(layer_norm_after_sigmoid, barrier="whose removed values may be non-zero"),
     "layernorm_after_offset": Case(layer_norm_after_offset, barrier="whose removed values may be non-zero"),
+    # the dynamo exporter's in-place as_strided after a mean is the mean itself (canonicalized)
+    "strided_identity": Case(strided_identity, opset=18),
+    "strided_reversed": Case(strided_reversed, barrier="reshape mixes the batch axis", opset=18),
     "layernorm_nchw": Case(layer_norm_nchw, barrier="op not known to the channel analysis"),
 }
 
