@@ -1,6 +1,7 @@
 """Hand-written torch reference CNNs (torchvision is not available), one per structural
 pattern the channel analysis must handle: residual adds, depthwise convs, squeeze-excitation
-products, channel concatenation, flatten into Linear, and channel split/shuffle.
+products, channel concatenation, flatten into Linear, channel split/shuffle, and LayerNorm over
+a channels-last residual stream (ConvNeXt).
 
 `resnet50`, `resnet18` and `mobilenet_v2` follow torchvision's architectures exactly at their
 default sizes; the others are small but structurally faithful. `BUILDERS` holds tiny test
@@ -382,6 +383,53 @@ def shufflenet(num_classes: int = 10, width: int = 16) -> nn.Module:
     return _Classifier(nn.Sequential(*modules), nn.Linear(width * 8, num_classes))
 
 
+# ---------------------------------------------------------------- ConvNeXt (torchvision's layout)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor, as torchvision writes it: to NHWC and back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class CNBlock(nn.Module):
+    """Depthwise 7x7, then LayerNorm and an MLP on the NHWC view, a layer scale, the residual."""
+
+    def __init__(self, dim: int, layer_scale: float = 0.5) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), layer_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(self.norm(self.dwconv(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        return x + self.layer_scale * y
+
+
+class ConvNeXt(nn.Module):
+    """Patchify stem with LayerNorm, stages of CNBlocks joined by LayerNorm + 2x2 stride-2 convs,
+    average pool, LayerNorm, Linear (torchvision's head). The layer scale is 0.5, not
+    torchvision's 1e-6, which would hide the blocks from every check."""
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (16, 32), depths: tuple[int, ...] = (2, 1)
+                 ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 4, 4), LayerNorm2d(widths[0], eps=1e-6)]
+        for stage, (width, depth) in enumerate(zip(widths, depths)):
+            if stage:
+                layers += [LayerNorm2d(widths[stage - 1], eps=1e-6), nn.Conv2d(widths[stage - 1], width, 2, 2)]
+            layers += [CNBlock(width) for _ in range(depth)]
+        self.features = nn.Sequential(*layers)
+        self.norm = LayerNorm2d(widths[-1], eps=1e-6)
+        self.classifier = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1)))
+        return self.classifier(torch.flatten(x, 1))
+
+
 # ---------------------------------------------------------------- YOLOv8-style detector
 
 
@@ -524,6 +572,7 @@ BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "densenet": lambda: densenet(num_classes=10, growth=8),
     "vgg_net": lambda: vgg_net(num_classes=10, width=8),
     "shufflenet": lambda: shufflenet(num_classes=10, width=8),
+    "convnext": lambda: ConvNeXt(num_classes=10),
 }
 """Tiny configurations of every classifier architecture; all accept TEST_INPUT_SHAPE and give
 (batch, 10) logits."""
@@ -538,8 +587,8 @@ whose tests expect classifier logits."""
 
 
 def randomize_bn(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial running stats and affine params (in place), so that
-    folding and channel slicing errors change the outputs."""
+    """Give every BatchNorm non-trivial running stats and affine params, and every LayerNorm
+    affine params (in place), so that folding and channel slicing errors change the outputs."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in module.modules():
@@ -549,6 +598,9 @@ def randomize_bn(module: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
                 m.weight.copy_(torch.rand(shape, generator=generator) + 0.5)
                 m.bias.copy_(torch.randn(shape, generator=generator) * 0.1)
+            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
     return module
 
 

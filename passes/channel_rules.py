@@ -421,11 +421,25 @@ def size(node: onnx.NodeProto, st: ChannelState) -> None:
         st.barrier(node, "its element count counts the channels")
 
 
+def layer_norm(node: onnx.NodeProto, st: ChannelState) -> None:
+    """LayerNormalization of a [N, C] tensor over its channels (a classifier head's)."""
+    if _rank(st, node.input[0]) != 2:
+        st.barrier(node, "normalizes over more than the channels")
+    elif _layer_norm_passes(node, st):
+        pass_through(node, st)
+
+
 def channels_last_layer_norm(node: onnx.NodeProto, st: ChannelState) -> None:
-    """LayerNormalization over a channels-last tensor's channels alone (ConvNeXt): the channels
-    pass through, and its statistics stay those of all C channels when the removed ones were
-    zero in the masked original (slicers.layer_norm pads them back as zeros). Removed channels
-    that may be non-zero there would change the statistics: a barrier, named."""
+    """LayerNormalization over a channels-last tensor's channels (ConvNeXt)."""
+    if _layer_norm_passes(node, st):
+        channels_last_unary(node, st)
+
+
+def _layer_norm_passes(node: onnx.NodeProto, st: ChannelState) -> bool:
+    """Whether a LayerNormalization over the last axis lets its channels through: its statistics
+    stay those of all C channels when the removed ones were zero in the masked original
+    (slicers.layer_norm pads them back as zeros). Removed channels that may be non-zero there
+    would change the statistics: a barrier, named."""
     rank = _rank(st, node.input[0])
     channels = (st.shapes.get(node.input[0]) or [0])[-1]
     params = [st.index.array(name) for name in node.input[1:3] if name]
@@ -439,4 +453,5 @@ def channels_last_layer_norm(node: onnx.NodeProto, st: ChannelState) -> None:
         st.barrier(node, "normalizes over the channels, whose removed values may be non-zero "
                          "(pruning would change its statistics)")
     else:
-        channels_last_unary(node, st)
+        return True
+    return False

@@ -100,7 +100,7 @@ REGISTRY: dict[str, Op] = {
     "Unsqueeze": _moves(rules.squeeze_unsqueeze, parameters=_params(1)),
     "Shape": Op(rules.shape, macs=no_macs, shape_only=True),
     "Size": Op(rules.size, macs=no_macs, shape_only=True),
-    "LayerNormalization": Op(channels_last=rules.channels_last_layer_norm, slicer=slicers.layer_norm, macs=no_macs,
+    "LayerNormalization": Op(rules.layer_norm, rules.channels_last_layer_norm, slicers.layer_norm, no_macs,
                              zero=_ZEROES),
     **dict.fromkeys(("Relu", "LeakyRelu", "HardSwish", "Tanh", "Elu", "Selu", "Cast", "Identity", "Neg", "Abs",
                      "Sqrt", "Erf", "Gelu", "Mish", "Softsign", "Celu", "ThresholdedRelu", "Floor", "Ceil", "Round",

@@ -458,6 +458,13 @@ def strided_reversed(n: Net, a: str) -> str:
     return _out(n, _strided_read(n, a, np.arange(C)[::-1].copy()))
 
 
+def layer_norm_head(n: Net, a: str) -> str:
+    """A classifier head: pooled, flattened to [N, C], LayerNorm over C, Gemm."""
+    flat = n.op("Flatten", n.op("GlobalAveragePool", a), axis=1)
+    return n.gemm(n.op("LayerNormalization", flat, n.per_channel(0.5, 1.5, (C,)), n.per_channel(-0.2, 0.2, (C,)),
+                       axis=-1), C)
+
+
 def layer_norm_nchw(n: Net, a: str) -> str:
     """LayerNormalization over C, H and W of an NCHW tensor."""
     scale, bias = n.per_channel(0.5, 1.5, (C, 8, 8)), n.per_channel(-0.2, 0.2, (C, 8, 8))
@@ -610,8 +617,8 @@ CASES: dict[str, Case] = {
     "channel_multiplier": Case(channel_multiplier),
     "depthwise_conv": Case(depthwise_conv),
     # LayerNormalization over the channels prunes where the removed channels were zero in the
-    # masked original (padded back as zeros), and is kept where they may not be; in NCHW, over
-    # C, H and W, it has no rule at all
+    # masked original (padded back as zeros), and is kept where they may not be, or where it
+    # normalizes over more than the channels (C, H and W of an NCHW tensor)
     "layernorm_nhwc": Case(layer_norm_nhwc),
     "layernorm_stream": Case(layer_norm_stream),
     "layernorm_after_sigmoid": Case(layer_norm_after_sigmoid, barrier="whose removed values may be non-zero"),
@@ -619,7 +626,8 @@ CASES: dict[str, Case] = {
     # the dynamo exporter's in-place as_strided after a mean is the mean itself (canonicalized)
     "strided_identity": Case(strided_identity, opset=18),
     "strided_reversed": Case(strided_reversed, barrier="reshape mixes the batch axis", opset=18),
-    "layernorm_nchw": Case(layer_norm_nchw, barrier="op not known to the channel analysis"),
+    "layernorm_head": Case(layer_norm_head),
+    "layernorm_nchw": Case(layer_norm_nchw, barrier="normalizes over more than the channels"),
 }
 
 

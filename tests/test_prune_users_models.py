@@ -294,18 +294,22 @@ def test_misuses_exit_with_one_line_from_the_cli(files, tmp_path: Path) -> None:
     one_clean_line(run_cli("prune", str(TEACHER), "--run-dir", run, "--input-shape", "1,x"), 4, "--input-shape")
 
 
+@pytest.mark.parametrize("architecture", ["resnet18", "convnext"])
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
-def test_torchvision_style_export_prunes_with_only_data_and_a_preset(exporter: str, tmp_path: Path) -> None:
-    """A classifier as users export it (torchvision's ResNet-18 layout from models.builders, no
-    onnxwootz metadata) and a folder of class subfolders: `--data DIR --preprocess imagenet` is
-    all `prune` needs; the answer carries the preprocessing and metric it was found with."""
+def test_torchvision_style_export_prunes_with_only_data_and_a_preset(architecture: str, exporter: str,
+                                                                     tmp_path: Path) -> None:
+    """A classifier as users export it (torchvision's ResNet-18 and ConvNeXt layouts from
+    models.builders, no onnxwootz metadata) and a folder of class subfolders: `--data DIR
+    --preprocess imagenet` is all `prune` needs; the answer carries the preprocessing and
+    metric it was found with. ConvNeXt's blocks train and assemble through its pruned
+    LayerNorms (padded back to the full width)."""
     from PIL import Image
 
     from models.builders import TEST_INPUT_SHAPE
     from models.export import cached_export
 
-    model = tmp_path / "resnet18.onnx"
-    onnx.save(cached_export("resnet18", exporter), str(model))
+    model = tmp_path / f"{architecture}.onnx"
+    onnx.save(cached_export(architecture, exporter), str(model))
     rng = np.random.default_rng(8)
     for label in range(3):
         folder = tmp_path / "photos" / f"class{label}"
@@ -321,6 +325,7 @@ def test_torchvision_style_export_prunes_with_only_data_and_a_preset(exporter: s
     assert result["metric"] == "top1" and result["input_shape"] == list(TEST_INPUT_SHAPE)
     assert result["splits"] == {"train": 24, "val": 6, "test": 6, "unlabeled": 0}  # 70/15/15 per class
     assert result["model"] is not None and result["test_metric"] is not None
+    assert result["params"] < result["teacher_params"]  # any candidate meets "accuracy >= 0": the smallest
     answer = onnx.load(result["model"])
     assert Preprocess.from_model(answer) == Preprocess(size=(32, 32), channels=3, scale=1 / 255,
                                                        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
