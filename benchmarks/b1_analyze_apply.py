@@ -3,6 +3,9 @@ side by side with (A) loading and saving the same file alone, (C) Torch-Pruning 
 dependency graph and pruning the same architecture in torch, and (D) the same and exporting the
 pruned module to ONNX, which is what Torch-Pruning needs to give what `apply` gives: a pruned
 ONNX file (BENCHMARKS.md's comparison). Both C and D are reported, so the export's share shows.
+With `--processes N`, the same jobs also run as whole processes, N rounds: `onnxwootz apply`
+against a Python process that imports Torch-Pruning, builds the module, prunes and exports it
+(and one that loads and saves the file), interpreter start and imports included.
 
 The torchvision-sized ResNet-50 builder (25.6M params) is exported once with the legacy
 exporter at 1x3x224x224 into a temporary folder. Each round runs the contestants in a rotating
@@ -12,15 +15,18 @@ without the export, the legacy exporter at opset 17 as for the source file). All
 at uniform rate 0.5: `apply --granularity group`, and Torch-Pruning's MetaPruner with L1
 magnitude importance and pruning_ratio 0.5 (the classifier left whole, as `apply` does).
 
-Run: `python -m benchmarks.b1_analyze_apply [--pairs 5] [--threads 2]`."""
+Run: `python -m benchmarks.b1_analyze_apply [--pairs 5] [--threads 2] [--processes 3]`."""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -77,13 +83,52 @@ def torch_prune(model: torch.nn.Module) -> dict[str, int]:
     return {"params_before": before, "params_after": sum(p.numel() for p in model.parameters())}
 
 
+TORCH_PRUNING_PROCESS = """
+import sys, torch
+import torch_pruning as tp
+from models import builders
+from models.export import export_legacy
+torch.set_num_threads(int(sys.argv[2]))
+model = builders.resnet50().eval()
+example = torch.zeros({shape})
+pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=1),
+                              pruning_ratio=0.5, ignored_layers=[model.fc])
+pruner.step()
+export_legacy(model, example, sys.argv[1])
+""".format(shape=SHAPE)
+"""The whole job as Torch-Pruning's user runs it: import, build, prune, export."""
+
+
+def processes(source: Path, work: Path, rounds: int, threads: int) -> dict[str, list[float]]:
+    """Whole-process seconds per contestant, `rounds` rounds in rotating order after a warm-up."""
+    cli = Path(sys.executable).parent / "onnxwootz"
+    environment = {"OMP_NUM_THREADS": str(threads)}
+    commands = {
+        "load_save_process": [sys.executable, "-c", "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])",
+                              str(source), str(work / "copy.onnx")],
+        "apply_process": [str(cli), "apply", str(source), "--rate", "0.5", "-g", "group", "-o", str(work / "p.onnx")],
+    }
+    if torch_pruning_available() is not None:
+        commands["torch_pruning_export_process"] = [sys.executable, "-c", TORCH_PRUNING_PROCESS, str(work / "tp.onnx"),
+                                                    str(threads)]
+    names = list(commands)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds + 1):
+        for name in names[round_number % len(names):] + names[:round_number % len(names)]:
+            seconds, _ = _timed(lambda: subprocess.run(commands[name], check=True, capture_output=True,
+                                                       env={**os.environ, **environment}))
+            if round_number:
+                times[name].append(seconds)
+    return times
+
+
 def _timed(call: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     value = call()
     return time.perf_counter() - start, value
 
 
-def run(pairs: int, threads: int) -> dict[str, object]:
+def run(pairs: int, threads: int, process_rounds: int = 0) -> dict[str, object]:
     torch.set_num_threads(threads)
     tp_version = torch_pruning_available()
     with tempfile.TemporaryDirectory() as folder:
@@ -116,12 +161,20 @@ def run(pairs: int, threads: int) -> dict[str, object]:
                     times[name].append(seconds)
                 if isinstance(value, dict):
                     details[name] = value
+        if process_rounds:
+            times.update(processes(source, work, process_rounds, threads))
         size = source.stat().st_size
     ratios = {"apply_over_load_save": [a / b for a, b in zip(times["apply"], times["load_save"])]}
     if "torch_pruning" in times:
         ratios["apply_over_torch_pruning"] = [a / b for a, b in zip(times["apply"], times["torch_pruning"])]
         ratios["apply_over_torch_pruning_export"] = [a / b for a, b in zip(times["apply"],
                                                                            times["torch_pruning_export"])]
+    if "apply_process" in times:
+        ratios["apply_over_load_save_process"] = [a / b for a, b in zip(times["apply_process"],
+                                                                        times["load_save_process"])]
+    if "torch_pruning_export_process" in times:
+        ratios["apply_over_torch_pruning_export_process"] = [
+            a / b for a, b in zip(times["apply_process"], times["torch_pruning_export_process"])]
     return {
         "benchmark": "B1",
         "what": "apply (uniform 0.5, group granularity) on the full-size ResNet-50 legacy export",
@@ -133,7 +186,8 @@ def run(pairs: int, threads: int) -> dict[str, object]:
         "ratio_median": {name: statistics.median(values) for name, values in ratios.items()},
         "ratios": ratios,
         "targets": {"apply_over_load_save": 1.5, "apply_over_torch_pruning": 0.5,
-                    "apply_over_torch_pruning_export": 0.5},
+                    "apply_over_torch_pruning_export": 0.5, "apply_over_load_save_process": 1.5,
+                    "apply_over_torch_pruning_export_process": 0.5},
         "torch_pruning": tp_version,
         "results": details,
         "torch": torch.__version__,
@@ -145,9 +199,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=0, help="rounds of whole-process timings (0: none)")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
-    result = run(args.pairs, args.threads)
+    result = run(args.pairs, args.threads, args.processes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     seconds, ratio = result["seconds_median"], result["ratio_median"]

@@ -88,7 +88,9 @@ REGISTRY: dict[str, Op] = {
                  zero=_ZEROES),
     "Resize": _moves(rules.resize, slicer=slicers.resize, parameters=_params(1, 2, 3)),
     "Upsample": _moves(rules.resize, parameters=_params(1)),
-    "Pad": Op(rules.pad, macs=no_macs, parameters=_params(1, 2, 3), zero=zeros.pad),
+    # not folded: a pruned LayerNorm pads its cut scale back at run time (slicers.layer_norm), and
+    # folded, the padding zeros would count as parameters of the model read again
+    "Pad": Op(rules.pad, macs=no_macs, parameters=_params(1, 2, 3), zero=zeros.pad, folds_constants=False),
     "Concat": _moves(rules.concat),
     "Split": _moves(rules.split, slicer=slicers.split, parameters=_params(1)),
     "Slice": _moves(rules.slice_, slicer=slicers.slice_, parameters=_params(1, 2, 3, 4)),

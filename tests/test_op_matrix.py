@@ -686,3 +686,16 @@ def test_matrix_covers_every_rule() -> None:
     covered = set().union(*(_op_types(case.model()) for case in CASES.values()))
     assert set(RULES) - covered == set()
     assert set(DOMAIN_RULES) - covered == set()
+
+
+def test_a_pruned_layernorm_counts_what_it_holds_when_read_again() -> None:
+    """The pruned LayerNorm pads its cut scale and bias back at run time: the pruned model read
+    again (canonicalized) has the parameters apply counted, not the padding zeros, and its
+    outputs are still exact."""
+    prepared = prepare(CASES["layernorm_stream"].model())
+    pruned = prune_prepared(prepared, resolve_config(prepared, "group", 0.5), "group")
+    again = prepare(pruned.model)
+    assert again.params == pruned.params < prepared.params
+    feed = dummy_feed(prepared.model, prepared.feed_shapes, seed=7)
+    for got, want in zip(cpu_session(again.model).run(None, feed), cpu_session(pruned.model).run(None, feed)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
