@@ -86,6 +86,7 @@ class UnitPlan:
     order: "ActivationOrder | None" = dataclasses.field(default=None, repr=False)
     modules: list[Module] = dataclasses.field(default_factory=list, repr=False)
     boundaries: list[str] = dataclasses.field(default_factory=list)  # every module's entries and exits
+    reads: dict[str, set[int]] = dataclasses.field(default_factory=dict, repr=False)  # see units_read
 
     def span(self, start: int, stop: int) -> Span:
         """A tuning block's span (module granularity): the nodes from unit `start`'s first to
@@ -292,6 +293,22 @@ def _group_nodes(model: onnx.ModelProto, analysis: ChannelAnalysis) -> dict[int,
     return touched
 
 
+def units_read(model: onnx.ModelProto, analysis: ChannelAnalysis, units: list[Unit]) -> dict[str, set[int]]:
+    """For each weight, the units (indices into `units`) whose channels the layer holding it
+    reads: the units whose pruning takes input channels from it. A chain unit's block runs on
+    into the next module, so a layer there that reads the chain's channels lies in two blocks
+    when that module is a unit too; it is the chain's block that refits it for its cut inputs."""
+    unit_of = {group: number for number, unit in enumerate(units) for group in unit.groups}
+    weights = {init.name for init in model.graph.initializer}
+    reads: dict[str, set[int]] = {}
+    for node in model.graph.node:
+        names = data_inputs(node)
+        read = {unit_of[group] for name in names if name not in weights
+                for group in analysis.group_of_tensor(name) if group in unit_of}
+        reads.update({name: read for name in names if name in weights})
+    return reads
+
+
 def _gate_groups(analysis: ChannelAnalysis, module_list: list[Module]) -> set[int]:
     """Groups whose filters all lie in gates (an SE block's squeezed channels)."""
     gates = {name for module in module_list for name in module.gates}
@@ -305,7 +322,7 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
     prunable = [g for g in analysis.groups if g.prunable]
     if granularity == "group":
         units = [Unit(f"g{g.id}", g.producers[0], [g.id], list(g.producers)) for g in prunable]
-        return UnitPlan(units, kept)
+        return UnitPlan(units, kept, reads=units_read(model, analysis, units))
     node_module: dict[str, int] = {}
     order = ActivationOrder(model, shapes)
     module_list = modules(order)
@@ -339,4 +356,4 @@ def plan_units(model: onnx.ModelProto, analysis: ChannelAnalysis, granularity: s
             units.append(Unit(f"m{number}", first, sorted(groups), [n.name for n in run], module.entries, module.exits,
                               number, chain and bool(leaving)))
     boundaries = sorted({name for module in module_list for name in [*module.entries, *module.exits]})
-    return UnitPlan(units, kept, order, module_list, boundaries)
+    return UnitPlan(units, kept, order, module_list, boundaries, units_read(model, analysis, units))

@@ -89,7 +89,8 @@ def predict(view: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.T
 class Student:
     """A pruned block to train: reads teacher tensors `entries` (the view's inputs, in order)
     and imitates `exits` (its outputs, in order), each at its `keeps` channels (None: all) on its
-    channel axis (`axes`: 1, or the last axis of a channels-last exit)."""
+    channel axis (`axes`: 1, or the last axis of a channels-last exit). Initializers in `frozen`
+    keep their values: another block trains them."""
 
     key: str
     view: TorchGraph
@@ -97,6 +98,7 @@ class Student:
     exits: tuple[str, ...]
     keeps: tuple[np.ndarray | None, ...] = ()
     axes: tuple[int, ...] = ()
+    frozen: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.keeps = self.keeps or (None,) * len(self.exits)
@@ -279,7 +281,8 @@ def pretrain_blocks(taps: TeacherTaps, students: list[Student], config: Pretrain
     before = _calibration_losses(taps, students, keeps, variance, batch, device, autocast)
     starts = {s.key: {k: v.detach().clone() for k, v in s.view.state_dict().items()} for s in students}
     learners = [s for s in students if before[s.key] > EXACT_LOSS]
-    params = [p for student in learners for _, p in named_onnx_parameters(student.view)]
+    params = [p for student in learners for name, p in named_onnx_parameters(student.view)
+              if name not in student.frozen]
     for student in learners:
         student.view.train()
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay) if learners else None

@@ -280,14 +280,19 @@ def test_model_supplies_unit_names(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "row 1 has 2 rates, expected 5 (one per unit of the model)" in cli.stderr
 
 
-def test_a_candidate_takes_each_weight_from_the_first_of_its_blocks_that_holds_it() -> None:
-    """A chain unit's block holds the next module's layers, trained for its pruned input; the
-    next unit's block holds them too, trained on the full input: the earlier block wins."""
+def test_a_candidate_takes_each_layer_from_the_block_that_cuts_its_inputs() -> None:
+    """A chain unit's block (units 0) runs on into the next unit's module: the layer there that
+    reads its cut channels (b) comes from it; that module's other layers (c), cut by unit 1, come
+    from unit 1's block; a layer no unit cuts (a) from the first block that holds it."""
     import numpy as np
 
-    from onnxwootz.candidates import first_writer
+    from onnxwootz.candidates import block_weights
 
     ones, twos, threes = (np.full((2, 2), value, np.float32) for value in (1, 2, 3))
-    merged = first_writer([{"a.w": ones, "b.w": ones}, {"b.w": twos, "c.w": twos}, {"c.w": threes}])
-    assert set(merged) == {"a.w", "b.w", "c.w"}
+    reads = {"a.w": set(), "b.w": {0}, "c.w": {1}, "d.w": {2}}
+    merged = block_weights([(range(0, 1), {"a.w": ones, "b.w": ones, "c.w": ones}),
+                            (range(1, 2), {"a.w": twos, "b.w": twos, "c.w": twos, "d.w": twos}),
+                            (range(2, 3), {"d.w": threes})], reads)
+    assert set(merged) == {"a.w", "b.w", "c.w", "d.w"}
     assert (merged["a.w"] == 1).all() and (merged["b.w"] == 1).all() and (merged["c.w"] == 2).all()
+    assert (merged["d.w"] == 3).all()

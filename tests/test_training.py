@@ -157,6 +157,20 @@ def test_pretraining_that_makes_a_student_worse_puts_its_start_back(images: torc
         torch.testing.assert_close(value, start[name], rtol=0, atol=0)
 
 
+def test_a_students_frozen_weights_keep_their_values(images: torch.Tensor) -> None:
+    """A layer another block trains (one that reads a chain unit's cut channels) stays as it
+    is; the rest of the block learns around it."""
+    teacher = _teacher()
+    student = dataclasses.replace(_student(10, "a", "b"), frozen=frozenset({"s1.w", "s1.b"}))
+    start = _weights(student)
+    fit = pretrain_blocks(_taps(teacher, images), [student], TRAIN, CPU)[student.key]
+    after = _weights(student)
+    assert not fit.kept_start and fit.loss < fit.start_loss
+    for name in student.frozen:
+        torch.testing.assert_close(after[name], start[name], rtol=0, atol=0)
+    assert not torch.equal(after["s2.w"], start["s2.w"])
+
+
 def test_a_student_that_starts_exact_is_not_trained(images: torch.Tensor) -> None:
     """A chain unit's block that only drops output channels keeps the teacher's own filters
     for the kept ones: nothing to learn, so no steps are spent on it."""

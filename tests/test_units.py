@@ -9,6 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxwootz.blocks_training import outside_layers
+from onnxwootz.candidates import block_weights
 from onnxwootz.core.onnx_helpers import dummy_feed
 from onnxwootz.passes.units import plan_units
 from onnxwootz.prepared import PreparedModel, prepare
@@ -97,6 +99,34 @@ def test_se_block_without_skip_prunes_its_expanded_channels_with_the_gate_in_one
     given = plan_units(prepared.model, prepared.analysis, "module", prepared.shapes)
     assert [(u.groups, u.nodes, u.prunes_exit) for u in given.units] == \
         [(u.groups, u.nodes, u.prunes_exit) for u in plan.units]
+
+
+def test_the_conv_a_chain_unit_cuts_in_an_se_unit_is_trained_and_assembled_from_the_chains_block() -> None:
+    """The stem's block runs on through the SE unit's module. Its expand conv, whose inputs the
+    stem cuts, is the stem block's (trained there, held as the teacher's in the SE unit's block);
+    the module's layers the SE unit cuts are the SE unit's block's (held in the stem's). Before,
+    both blocks trained every layer and a candidate took all of them from the stem's block: its
+    SE gate unfitted to the pruned channels (symbols: all units at 0.5 assembled 0.14, now 0.80)."""
+    prepared = prepare(_se_block_model(skip=False))
+    plan = prepared.units("module")
+    stem = plan.units.index(_unit_of(prepared, _group(prepared, "stem")))
+    se = plan.units.index(_unit_of(prepared, _group(prepared, "expand")))
+    assert se == stem + 1 and plan.units[stem].prunes_exit
+    assert {"expand", "dw", "reduce", "excite"} <= {node.name for node in plan.span(stem, se).nodes}
+    assert plan.reads["w_expand"] == plan.reads["b_expand"] == {stem}
+    cut_by_se = {f"{kind}_{layer}" for kind in "wb" for layer in ("dw", "reduce", "excite", "project")}
+    assert all(plan.reads[name] == {se} for name in cut_by_se)
+    assert {"w_expand", "b_expand"} <= outside_layers(plan.reads, range(se, se + 1))
+    assert not cut_by_se & outside_layers(plan.reads, range(se, se + 1))
+    assert cut_by_se - {"w_project", "b_project"} <= outside_layers(plan.reads, range(stem, stem + 1))
+    assert "w_expand" not in outside_layers(plan.reads, range(stem, stem + 1))
+    assert not (cut_by_se | {"w_expand"}) & outside_layers(plan.reads, range(stem, se + 1))
+    in_stem_span = ["w_stem", "w_expand", "b_expand", *cut_by_se - {"w_project", "b_project"}]
+    stem_block = {name: np.zeros(1) for name in in_stem_span}
+    se_block = {name: np.ones(1) for name in ["w_expand", "b_expand", *cut_by_se]}
+    merged = block_weights([(range(stem, stem + 1), stem_block), (range(se, se + 1), se_block)], plan.reads)
+    assert merged["w_stem"] == 0 and merged["w_expand"] == merged["b_expand"] == 0
+    assert all(merged[name] == 1 for name in cut_by_se)
 
 
 def test_se_block_with_skip_keeps_the_residual_stream() -> None:
