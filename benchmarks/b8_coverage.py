@@ -1,21 +1,24 @@
 """B8: coverage. The MACs ratio `apply` reaches at uniform 0.5 on every CNN family of
-Torch-Pruning's own torchvision test (smallest variant each, classification and segmentation),
-side by side with Torch-Pruning at the same setting.
+Torch-Pruning's own torchvision test (smallest variant each, classification and segmentation)
+and on ultralytics' YOLOv8n and YOLO11n detectors, side by side with Torch-Pruning at the same
+setting.
 
-Each architecture is built by torchvision with seeded random weights and exported (the legacy
+Each architecture is built by torchvision (or by ultralytics from its yaml, offline, its
+first output, the decoded boxes and scores, exported) with seeded random weights and exported (the legacy
 exporter at opset 17 by default, or the dynamo one; batch axis dynamic). onnxwootz prunes the
 ONNX file: `apply(rate=0.5, granularity="group")`, which checks the result against the masked
 original (`verified`). The written PLAN.json is then checked on its own: its slices, read onto
 the input model and zeroed, must give what the pruned file gives (`plan_error`: the largest
 difference relative to the largest output, on random images). Torch-Pruning prunes the torch module: MetaPruner, L1 magnitude
 importance, pruning_ratio 0.5, the classifier (the layers that output the classes) ignored, as
-in its test. Its pruned module is exported the same way, and both sides' MACs are counted by the
+in its test (for a detector, the last conv of every box and class branch and the DFL decoder). Its pruned module is exported the same way, and both sides' MACs are counted by the
 same counter on the ONNX graphs (conv, gemm and matmul MACs per image), so the ratios compare
 like with like. A Torch-Pruning failure (an exception while pruning, or a pruned module that no
 longer runs) is recorded with its message.
 
 Needs torchvision, which the project's CPU torch build does not have: run it from an
-environment with `pip install torch==2.14.1 torchvision==0.29.1 -e '.[bench]' onnxscript`.
+environment with `pip install torch==2.14.1 torchvision==0.29.1 -e '.[bench]' onnxscript`
+(and `ultralytics` for the detectors; without it they are skipped).
 Finished architectures are kept in the output file and skipped on a re-run.
 
 Run: `python -m benchmarks.b8_coverage [--exporter legacy|dynamo] [--only resnext50_32x4d ...]
@@ -24,11 +27,17 @@ Run: `python -m benchmarks.b8_coverage [--exporter legacy|dynamo] [--only resnex
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import importlib.util
 import json
+import multiprocessing
+import os
 import platform
+import queue
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import onnx
@@ -56,6 +65,7 @@ class Architecture:
     size: int = 224
     segmentation: bool = False
     kwargs: tuple[tuple[str, object], ...] = ()
+    source: str = "torchvision"  # or "ultralytics": built from its yaml
 
 
 ARCHITECTURES = [
@@ -70,6 +80,7 @@ ARCHITECTURES = [
     Architecture("fcn_resnet50", segmentation=True),
     Architecture("deeplabv3_mobilenet_v3_large", segmentation=True),
     Architecture("lraspp_mobilenet_v3_large", segmentation=True),
+    Architecture("yolov8n", size=640, source="ultralytics"), Architecture("yolo11n", size=640, source="ultralytics"),
 ]
 CLASSES = {False: 1000, True: 21}
 
@@ -85,10 +96,27 @@ class _SegmentationOut(nn.Module):
         return self.model(x)["out"]
 
 
+class _FirstOutput(nn.Module):
+    """An ultralytics detector in eval mode returns (decoded predictions, raw head maps): the
+    first is what a deployed export gives."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[0]
+
+
 def build(arch: Architecture) -> nn.Module:
+    torch.manual_seed(0)
+    if arch.source == "ultralytics":
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        from ultralytics import YOLO
+
+        return _FirstOutput(YOLO(f"{arch.name}.yaml").model).eval()
     import torchvision
 
-    torch.manual_seed(0)
     kwargs = dict(arch.kwargs)
     if arch.segmentation:
         kwargs.update(weights_backbone=None, aux_loss=False)
@@ -111,9 +139,59 @@ def plan_error(source: Path, pruned: Path, plan: Path) -> float:
     return max(float(np.max(np.abs(a - e)) / max(float(np.max(np.abs(e))), 1e-12)) for a, e in zip(actual, expected))
 
 
+def _output_layers(model: nn.Module, arch: Architecture) -> list[nn.Module]:
+    """The layers Torch-Pruning leaves whole: those that output the classes, or a detector's
+    box and class branches' last convs and its DFL decoder."""
+    if arch.source != "ultralytics":
+        return _classifier_layers(model, CLASSES[arch.segmentation])
+    head = model.model.model[-1]
+    return [*(branch[-1] for branch in (*head.cv2, *head.cv3)), head.dfl]
+
+
 def _classifier_layers(model: nn.Module, classes: int) -> list[nn.Module]:
     return [m for m in model.modules() if (isinstance(m, nn.Linear) and m.out_features == classes)
             or (isinstance(m, nn.Conv2d) and m.out_channels == classes)]
+
+
+def _halves(block: nn.Module, half: int) -> tuple[nn.Module, nn.Module]:
+    """Two copies of an ultralytics Conv (conv, BatchNorm, activation) that compute its first
+    and its second `half` output channels."""
+    parts = (copy.deepcopy(block), copy.deepcopy(block))
+    for part, rows in zip(parts, (slice(0, half), slice(half, 2 * half))):
+        part.conv.weight = nn.Parameter(part.conv.weight.data[rows].clone())
+        part.conv.out_channels = half
+        for name in ("weight", "bias"):
+            setattr(part.bn, name, nn.Parameter(getattr(part.bn, name).data[rows].clone()))
+        for name in ("running_mean", "running_var"):
+            setattr(part.bn, name, getattr(part.bn, name)[rows].clone())
+        part.bn.num_features = half
+    return parts
+
+
+def _c2f_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    y = [self.cv1_first(x), self.cv1_second(x)]
+    y.extend(block(y[-1]) for block in self.m)
+    return self.cv2(torch.cat(y, 1))
+
+
+def _c2psa_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return self.cv2(torch.cat((self.cv1_first(x), self.m(self.cv1_second(x))), 1))
+
+
+def split_chunked_convs(model: nn.Module) -> nn.Module:
+    """Torch-Pruning's recipe for ultralytics detectors (its YOLOv8 example does the same): a
+    C2f (and C3k2) chunks one conv's output in two, and C2PSA splits it, which its dependency
+    graph cannot follow; the conv becomes two that compute the two halves. Same function and
+    MACs; in place."""
+    from ultralytics.nn.modules.block import C2PSA, C2f
+
+    for module in model.modules():
+        forward = _c2f_forward if isinstance(module, C2f) else _c2psa_forward if isinstance(module, C2PSA) else None
+        if forward is not None:
+            module.cv1_first, module.cv1_second = _halves(module.cv1, module.c)
+            del module.cv1
+            module.forward = types.MethodType(forward, module)
+    return model
 
 
 def torch_pruning(model: nn.Module, arch: Architecture, work: Path) -> dict[str, object]:
@@ -121,11 +199,13 @@ def torch_pruning(model: nn.Module, arch: Architecture, work: Path) -> dict[str,
     import torch_pruning as tp
 
     example = torch.zeros(1, 3, arch.size, arch.size)
+    if arch.source == "ultralytics":
+        split_chunked_convs(model)
     start = time.perf_counter()
     try:
         pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=1),
                                       pruning_ratio=RATE,
-                                      ignored_layers=_classifier_layers(model, CLASSES[arch.segmentation]))
+                                      ignored_layers=_output_layers(model, arch))
         pruner.step()
         with torch.no_grad():
             model(example)
@@ -135,6 +215,44 @@ def torch_pruning(model: nn.Module, arch: Architecture, work: Path) -> dict[str,
     path = work / "tp.onnx"
     export_legacy(model, example, path)
     return {"macs_after": _macs(path), "seconds": seconds}
+
+
+TORCH_PRUNING_SECONDS = 900
+TORCH_PRUNING_BYTES = 8 << 30
+
+
+def torch_pruning_bounded(model: nn.Module, arch: Architecture, work: Path) -> dict[str, object]:
+    """torch_pruning in a forked child, ended when it runs past TORCH_PRUNING_SECONDS or its
+    memory past TORCH_PRUNING_BYTES (its dependency graph grew past 15 GB in six minutes on
+    YOLO11n's attention block): such a run is a failure recorded with why, not a machine
+    brought down."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=lambda: results.put(torch_pruning(model, arch, work)))
+    child.start()
+    start = time.perf_counter()
+    try:
+        while True:
+            try:
+                return results.get(timeout=1.0)
+            except queue.Empty:
+                pass
+            if not child.is_alive():
+                return {"failed": f"the Torch-Pruning process ended with code {child.exitcode}"}
+            if _resident_bytes(child.pid) > TORCH_PRUNING_BYTES:
+                return {"failed": f"Torch-Pruning's process grew past {TORCH_PRUNING_BYTES >> 30} GB (ended)"}
+            if time.perf_counter() - start > TORCH_PRUNING_SECONDS:
+                return {"failed": f"Torch-Pruning did not finish in {TORCH_PRUNING_SECONDS} s (ended)"}
+    finally:
+        child.kill()
+        child.join()
+
+
+def _resident_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def measure(arch: Architecture, exporter: str) -> dict[str, object]:
@@ -154,7 +272,7 @@ def measure(arch: Architecture, exporter: str) -> dict[str, object]:
                      "params_before": ours.params_before, "params_after": ours.params_after,
                      "verified": ours.verified, "verification": ours.verification,
                      "seconds": time.perf_counter() - start, "plan_error": plan_error(source, pruned, plan)}
-        tp_result = torch_pruning(model, arch, work)
+        tp_result = torch_pruning_bounded(model, arch, work)
         macs_before = wootz.get("macs_before") or _macs(source)
     for side in (wootz, tp_result):
         if "macs_after" in side:
@@ -193,6 +311,9 @@ def main() -> None:
     for arch in ARCHITECTURES:
         key = f"{arch.name}@{args.exporter}"
         if (args.only and arch.name not in args.only) or key in results:
+            continue
+        if importlib.util.find_spec(arch.source) is None:
+            print(f"{arch.name}: skipped, {arch.source} is not installed", flush=True)
             continue
         results[key] = measure(arch, args.exporter)
         write_json(args.out, {
