@@ -221,14 +221,15 @@ TORCH_PRUNING_SECONDS = 900
 TORCH_PRUNING_BYTES = 8 << 30
 
 
-def torch_pruning_bounded(model: nn.Module, arch: Architecture, work: Path) -> dict[str, object]:
-    """torch_pruning in a forked child, ended when it runs past TORCH_PRUNING_SECONDS or its
+def torch_pruning_bounded(arch: Architecture, work: Path) -> dict[str, object]:
+    """torch_pruning of a fresh build (seeded: the same weights) in a child process, ended when it runs past TORCH_PRUNING_SECONDS or its
     memory past TORCH_PRUNING_BYTES (its dependency graph grew past 15 GB in six minutes on
     YOLO11n's attention block): such a run is a failure recorded with why, not a machine
-    brought down."""
-    context = multiprocessing.get_context("fork")
+    brought down. The child is spawned, not forked: a fork of a process whose torch thread
+    pool has run can hang in its first parallel op."""
+    context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    child = context.Process(target=lambda: results.put(torch_pruning(model, arch, work)))
+    child = context.Process(target=_torch_pruning_child, args=(arch, work, results, torch.get_num_threads()))
     child.start()
     start = time.perf_counter()
     try:
@@ -246,6 +247,11 @@ def torch_pruning_bounded(model: nn.Module, arch: Architecture, work: Path) -> d
     finally:
         child.kill()
         child.join()
+
+
+def _torch_pruning_child(arch: Architecture, work: Path, results: "multiprocessing.Queue", threads: int) -> None:
+    torch.set_num_threads(threads)
+    results.put(torch_pruning(build(arch), arch, work))
 
 
 def _resident_bytes(pid: int) -> int:
@@ -272,7 +278,7 @@ def measure(arch: Architecture, exporter: str) -> dict[str, object]:
                      "params_before": ours.params_before, "params_after": ours.params_after,
                      "verified": ours.verified, "verification": ours.verification,
                      "seconds": time.perf_counter() - start, "plan_error": plan_error(source, pruned, plan)}
-        tp_result = torch_pruning_bounded(model, arch, work)
+        tp_result = torch_pruning_bounded(arch, work)
         macs_before = wootz.get("macs_before") or _macs(source)
     for side in (wootz, tp_result):
         if "macs_after" in side:

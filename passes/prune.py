@@ -50,13 +50,21 @@ def group_keep_counts(analysis: ChannelAnalysis, units: UnitPlan, config: dict[s
 
 def select_removed(analysis: ChannelAnalysis, keep: dict[int, int]) -> np.ndarray:
     """Boolean per atom: True where the filter is removed. Within a group the channels with
-    the largest summed L1 norm stay; a Split/Slice output never loses all its channels."""
+    the largest summed L1 norm stay, the same share of each Split/Slice part where the group's
+    channels are split (a YOLO C2f's two halves, as Torch-Pruning prunes them once the split
+    conv is two convs: by L1 over the whole group, the half that also carries the bottlenecks'
+    residual sums more filters per channel and was kept whole); a part never loses all its
+    channels."""
     first, channel_of_atom = analysis.channel_numbers()
+    part = _split_parts(analysis, channel_of_atom, first[-1])
     gone = np.zeros(first[-1], dtype=bool)  # per channel of any group
     for group_id, count in keep.items():
         group = analysis.groups[group_id]
         if count < group.channels:
-            gone[first[group_id] + np.argsort(-group.importance, kind="stable")[count:]] = True
+            channels = first[group_id] + np.arange(group.channels)
+            for members, quota in _quotas(part[channels], count):
+                ranked = members[np.argsort(-group.importance[members], kind="stable")]
+                gone[first[group_id] + ranked[quota:]] = True
     removed = gone[channel_of_atom]
     changed = True
     while changed:
@@ -70,6 +78,31 @@ def select_removed(analysis: ChannelAnalysis, keep: dict[int, int]) -> np.ndarra
                 removed[group.channel_atoms[analysis.atom_channel[best]]] = False
                 changed = True
     return removed
+
+
+def _split_parts(analysis: ChannelAnalysis, channel_of_atom: np.ndarray, channels: int) -> np.ndarray:
+    """Per channel of any group, the Split/Slice output it lies in (the smallest, where splits
+    nest), -1 for none."""
+    part = np.full(channels, -1, dtype=np.int64)
+    outputs = sorted(analysis.split_outputs, key=lambda name: -len(analysis.ids[name]))
+    for number, name in enumerate(outputs):
+        part[channel_of_atom[analysis.ids[name]]] = number
+    return part
+
+
+def _quotas(labels: np.ndarray, count: int) -> list[tuple[np.ndarray, int]]:
+    """The group's channels (positions) by part, each with how many of them stay: `count` shared
+    in proportion to the parts' sizes (largest remainders), at least one per part."""
+    names, inverse = np.unique(labels, return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(len(names))]
+    if len(members) == 1:
+        return [(members[0], count)]
+    sizes = np.array([len(m) for m in members])
+    exact = count * sizes / sizes.sum()
+    quota = np.maximum(np.floor(exact).astype(np.int64), 1)
+    for k in np.argsort(-(exact - np.floor(exact)), kind="stable")[:max(count - int(quota.sum()), 0)]:
+        quota[k] += 1
+    return list(zip(members, np.minimum(quota, sizes).tolist()))
 
 
 @dataclasses.dataclass

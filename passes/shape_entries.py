@@ -139,6 +139,15 @@ def _reads_channel_count(index: GraphIndex, shapes: dict[str, list[int]], name: 
         return True
     if node.op_type in _SAME_VALUES or node.op_type in ("Squeeze", "Unsqueeze"):
         return _reads_channel_count(index, shapes, node.input[0], position, source, depth + 1)
+    if node.op_type == "Concat":  # the part that holds the entry (a computed one: H * W for anchors)
+        for part in node.input:
+            length = _length(shapes, part)
+            if length is None:
+                return True
+            if position < length:
+                return _reads_channel_count(index, shapes, part, position, source, depth + 1)
+            position -= length
+        return True
     if node.op_type not in _ARITHMETIC:
         return True
     for part in node.input:

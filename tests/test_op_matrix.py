@@ -500,6 +500,17 @@ def shape_spatial_size_scaled(n: Net, a: str) -> str:
     return _out(n, n.op("Mul", a, n.op("Div", width, n.const([8.0]))))
 
 
+def shape_area_filled(n: Net, a: str) -> list[str]:
+    """YOLO's anchors as the legacy exporter writes them: H * W read from Shape(a), concatenated
+    with a constant into the shape of a ConstantOfShape (a value, but not the channel count)."""
+    shape = n.op("Shape", a)
+    area = n.op("Mul", n.op("Gather", shape, n.const(2, np.int64), axis=0),
+                n.op("Gather", shape, n.const(3, np.int64), axis=0))
+    filled = n.op("ConstantOfShape", n.op("Concat", n.op("Unsqueeze", area, n.ints(0)), n.ints(1), axis=0),
+                  value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5]))
+    return [_out(n, a), filled]
+
+
 def size_scaled(n: Net, a: str) -> str:
     """a * (Size(a) / 512): the element count enters the values."""
     count = n.op("Cast", n.op("Size", a), to=TensorProto.FLOAT)
@@ -612,6 +623,7 @@ CASES: dict[str, Case] = {
     "legacy_chunk": Case(legacy_chunk),
     "shape_spatial_size_scaled": Case(shape_spatial_size_scaled),
     "size_of_shape": Case(size_of_shape),
+    "shape_area_filled": Case(shape_area_filled),
     "grouped_conv": Case(grouped_conv),
     "grouped_chain": Case(grouped_chain),
     "channel_multiplier": Case(channel_multiplier),
@@ -699,3 +711,26 @@ def test_a_pruned_layernorm_counts_what_it_holds_when_read_again() -> None:
     feed = dummy_feed(prepared.model, prepared.feed_shapes, seed=7)
     for got, want in zip(cpu_session(again.model).run(None, feed), cpu_session(pruned.model).run(None, feed)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _c2f(n: Net, a: str) -> str:
+    """A YOLO C2f: conv_in's channels split in halves; the second runs through a residual
+    bottleneck (its channels also the bottleneck conv's filters); both halves and the
+    bottleneck's output are concatenated for conv_out."""
+    first, second = n.op("Split", a, n.ints(C // 2, C // 2), outputs=2, axis=1)
+    bottleneck = n.op("Add", second, n.conv(n.op("Relu", n.conv(second, C // 2, C // 2)), C // 2, C // 2))
+    return n.conv(n.op("Concat", first, second, bottleneck, axis=1), 4, 3 * C // 2)
+
+
+def test_a_split_group_loses_the_same_share_of_every_part() -> None:
+    """The second half's channels carry two filters each (conv_in's and the bottleneck's), so by
+    summed L1 alone the first half would lose them all but one; each half loses half, as
+    Torch-Pruning prunes a C2f once its split conv is two convs."""
+    net = Net()
+    source = net.model([_c2f(net, "a")], 17, {})
+    prepared = prepare(source)
+    pruned = prune_prepared(prepared, resolve_config(prepared, "group", 0.5), "group")
+    cut = {entry["tensor"]: entry["keep"] for entry in pruned.slices if entry["axis"] == 0}
+    kept = cut[next(node.input[1] for node in source.graph.node if node.name == "conv_in")]
+    assert sum(k < C // 2 for k in kept) == sum(k >= C // 2 for k in kept) == C // 4
+    check_equivalent(prepared, pruned, dummy_feed(prepared.model, prepared.feed_shapes, seed=7), source)
