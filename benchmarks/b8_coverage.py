@@ -11,7 +11,8 @@ original (`verified`). The written PLAN.json is then checked on its own: its sli
 the input model and zeroed, must give what the pruned file gives (`plan_error`: the largest
 difference relative to the largest output, on random images). Torch-Pruning prunes the torch module: MetaPruner, L1 magnitude
 importance, pruning_ratio 0.5, the classifier (the layers that output the classes) ignored, as
-in its test (for a detector, the last conv of every box and class branch and the DFL decoder). Its pruned module is exported the same way, and both sides' MACs are counted by the
+in its test (for a detector, the last conv of every box and class branch, the DFL decoder, and
+YOLO11's attention blocks, which its dependency graph cannot take). Its pruned module is exported the same way, and both sides' MACs are counted by the
 same counter on the ONNX graphs (conv, gemm and matmul MACs per image), so the ratios compare
 like with like. A Torch-Pruning failure (an exception while pruning, or a pruned module that no
 longer runs) is recorded with its message.
@@ -141,11 +142,16 @@ def plan_error(source: Path, pruned: Path, plan: Path) -> float:
 
 def _output_layers(model: nn.Module, arch: Architecture) -> list[nn.Module]:
     """The layers Torch-Pruning leaves whole: those that output the classes, or a detector's
-    box and class branches' last convs and its DFL decoder."""
+    box and class branches' last convs and its DFL decoder, and YOLO11's C2PSA attention
+    blocks (its dependency graph grew past 15 GB in six minutes on them; left whole, it prunes
+    the rest)."""
     if arch.source != "ultralytics":
         return _classifier_layers(model, CLASSES[arch.segmentation])
+    from ultralytics.nn.modules.block import C2PSA
+
     head = model.model.model[-1]
-    return [*(branch[-1] for branch in (*head.cv2, *head.cv3)), head.dfl]
+    return [*(branch[-1] for branch in (*head.cv2, *head.cv3)), head.dfl,
+            *(module for module in model.modules() if isinstance(module, C2PSA))]
 
 
 def _classifier_layers(model: nn.Module, classes: int) -> list[nn.Module]:
