@@ -391,7 +391,8 @@ def strided_identities(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> 
         del node.input[:]
         node.input.append(x)
         _drop_orphans(model, orphans)
-    _drop_unused_initializers(model)
+    if replaced:
+        _drop_unused_initializers(model)
     return bool(replaced)
 
 
