@@ -95,7 +95,7 @@ class Slicer:
             return
         nodes = []
         for position, node in enumerate(self.model.graph.node):
-            nodes += self.replaced.get(position) or [onnx.NodeProto.FromString(node.SerializeToString())]
+            nodes += self.replaced.get(position, [node])  # still valid once the list is cleared, as in canonicalize
         del self.model.graph.node[:]
         self.model.graph.node.extend(nodes)
         self.replaced.clear()
