@@ -21,7 +21,8 @@ stop on a plateau or after a first evaluation that is no better than assembly, i
 training images the paper's baseline gets); `bn=frozen` (fine-tuning on BatchNorm's running
 statistics, `--finetune-bn frozen`, in every mode); `loss=kd` (distillation fine-tuning on every
 image in every mode); `lr=X` (the fine-tuning learning rate); `margin=Z` (the bound's noise
-margin in standard errors, `--bound-margin`; 0: the value alone). Factors combine with `+`
+margin in standard errors, `--bound-margin`; 0: the value alone); `confirm=F` (the share of the
+validation images held out to confirm a candidate, `--confirm-fraction`; 0: none). Factors combine with `+`
 (`loss=kd+lr=3e-5`). Per setting and mode, 3 seeds: median and range
 of wall seconds, answer params, test accuracy, and the median change fine-tuning made to the
 assembled candidates it touched.
@@ -76,8 +77,8 @@ FLAGS = {"candidates=64": ["--candidates", "64"], "bn=frozen": ["--finetune-bn",
 SPEC_LINES = {"abandon=off": "finetune_patience = 0"}
 
 
-NUMBERS = {"lr": "finetune_lr", "margin": "bound_margin"}
-"""Factors that set a spec number: `lr=3e-5`, `margin=2`."""
+NUMBERS = {"lr": "finetune_lr", "margin": "bound_margin", "confirm": "confirm_fraction"}
+"""Factors that set a spec number: `lr=3e-5`, `margin=2`, `confirm=0`."""
 
 
 def factors(setting: str) -> list[str]:
@@ -85,7 +86,7 @@ def factors(setting: str) -> list[str]:
     parts = [] if setting == "defaults" else setting.split("+")
     for part in parts:
         if part not in FLAGS and part not in SPEC_LINES and part != "images=same" and _spec_number(part) is None:
-            raise SystemExit(f"unknown setting '{part}'; use {', '.join(SETTINGS)}, lr=X, margin=Z, or factors "
+            raise SystemExit(f"unknown setting '{part}'; use {', '.join(SETTINGS)}, lr=X, margin=Z, confirm=F, or factors "
                              "joined by +")
     return parts
 

@@ -1,7 +1,7 @@
 """Candidate evaluation: assemble a candidate network (L1-pruned teacher, with the pre-trained
 blocks it is composed of put in, in method mode), score it with the run's metric on the
-validation split, fine-tune it only if that misses the bound, and, when it meets the bound,
-finish and check the answer (export options, metadata, onnx.checker, ONNX Runtime == torch).
+validation split, fine-tune it only if that misses the bound, and, when it meets the bound
+there and on the confirmation split, finish and check the answer (export options, metadata, onnx.checker, ONNX Runtime == torch).
 The result is a TrialEvent for the driver to journal; nothing here writes the run directory."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class CandidateEvaluator:
 
     def __init__(self, context: RunContext, configs: list[list[float]], blockset: BlockSet | None):
         self.context, self.configs, self.blockset = context, configs, blockset
+        self._confirmations: list[list[float]] = []  # the running trial's looks at the confirmation split
 
     def assemble(self, candidate: int):
         """The pruned candidate (a PrunedModel) and the blocks whose trained weights it holds."""
@@ -69,6 +70,7 @@ class CandidateEvaluator:
 
         context = self.context
         started = time.perf_counter()
+        self._confirmations = []
         pruned, used = self.assemble(candidate)
         view = prepare_module(TorchGraph(pruned.model, context.prepared.feed_shapes), context.device)
         outcome = finetune_with(view, context.x_pool, context.loss, self.score, context.bound,
@@ -81,7 +83,8 @@ class CandidateEvaluator:
         trial = TrialEvent(mode=context.mode, candidate=candidate, rates=self.configs[candidate], params=pruned.params,
                            macs=pruned.macs, latency_ms=latency["p50_ms"] if latency else None,
                            accuracy_at_assembly=outcome.curve[0][1], accuracy=outcome.accuracy,
-                           accuracy_floor=outcome.floor if outcome.accuracy >= context.bound else None, met=outcome.met,
+                           accuracy_floor=outcome.floor if outcome.accuracy >= context.bound else None,
+                           confirmations=self._confirmations, met=outcome.met,
                            steps=outcome.steps, seconds=time.perf_counter() - started, blocks=used,
                            curve=[list(point) for point in outcome.curve])
         return trial, answer
@@ -89,13 +92,25 @@ class CandidateEvaluator:
     def score(self, view) -> Scored:
         """The run's metric of a view on the validation split, and its floor: the value less the
         run's noise margin, measured only where the value reaches the bound (below it the floor,
-        which is never above the value, cannot)."""
+        which is never above the value, cannot). Where the floor reaches the bound, the view is
+        scored on the confirmation split too, and the floor is capped at the bound plus the
+        slack there (its floor less its bound): it meets the bound only if it meets both."""
         from onnxwootz.runtime.training import Scored, predict_outputs
 
         context = self.context
         outputs = predict_outputs(view, context.x_val)
         value = context.metric(outputs, context.teacher_val, context.dataset.y_val)
-        return Scored(value, context.noise.floor(outputs, value) if value >= context.bound else value)
+        if value < context.bound:
+            return Scored(value, value)
+        floor = context.noise.floor(outputs, value)
+        confirmation = context.confirmation
+        if floor >= context.bound and confirmation is not None:
+            outputs = predict_outputs(view, confirmation.x)
+            confirmed = context.metric(outputs, confirmation.teacher, confirmation.labels)
+            confirmed_floor = confirmation.noise.floor(outputs, confirmed)
+            self._confirmations.append([confirmed, confirmed_floor])
+            floor = min(floor, context.bound + confirmed_floor - confirmation.bound)
+        return Scored(value, floor)
 
     def test_metric(self) -> float:
         """The written answer's metric on the held-out test split (after every decision is made)."""

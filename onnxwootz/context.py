@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from onnxwootz.preprocess import Preprocess
     from onnxwootz.runtime.training import Loss
 
+CONFIRM_SEED_OFFSET = 2
+"""The confirmation split and its resamples are drawn from the run's seed plus this (a source's
+missing val and test splits take the seed and the seed plus one)."""
 METRIC_KEY = "onnxwootz.metric"
 METRIC_VALUE_KEY = "onnxwootz.metric_value"
 """Metadata of a written answer: the metric it was held to and its validation value."""
@@ -44,7 +47,8 @@ class RunContext:
     training split and its labels, or the image pool and distillation of every teacher output);
     `teacher_val`/`teacher_test` are the teacher's outputs the metric compares with; `bound` is
     the constraint's floor on the validation metric, and `noise` the margin a candidate's value
-    must clear it by."""
+    must clear it by; `confirmation` (None with `confirm_fraction = 0`) is the held-out part of
+    the validation images a candidate that met the bound must meet it on too."""
 
     spec: Spec
     progress: Progress
@@ -74,6 +78,22 @@ class RunContext:
     teacher_test: list[np.ndarray]
     teacher_accuracy: float
     teacher_test_metric: float
+    bound: float
+    noise: NoiseMargin
+    confirmation: "Confirmation | None"
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+    """The confirmation split (spec `confirm_fraction`): the teacher's outputs and metric on it,
+    its own bound (relative to the teacher's metric here when the constraint is relative) and
+    noise margin. Only candidates that met the bound on the rest of the validation images are
+    scored here, so the answer is not the one luckiest on these images."""
+
+    x: "torch.Tensor"
+    labels: np.ndarray | None
+    teacher: list[np.ndarray]
+    teacher_metric: float
     bound: float
     noise: NoiseMargin
 
@@ -108,6 +128,7 @@ def open_run(model: Path, data: str | None, spec: Spec, run_dir: str | os.PathLi
         raise BadSpecError(f"{model} does not name its dataset in its metadata: pass --data digits, "
                            "--data DIR (train/<class>/*.png, val/<class>/...) or --data FILE.npz")
     dataset = load_dataset(data, preprocess, num_classes=_class_count(source), seed=spec.seed)
+    dataset = dataset.with_confirmation(spec.confirm_fraction, spec.seed + CONFIRM_SEED_OFFSET)
     _check_fits(source, list(dataset.x_train.shape[1:]))
     prepared = prepare(source, list(spec.input_shape or [1, *dataset.x_train.shape[1:]]))
     teacher = prepared.model
@@ -133,8 +154,16 @@ def open_run(model: Path, data: str | None, spec: Spec, run_dir: str | os.PathLi
     try:
         device = _set_up_torch(spec, prepared)
         x_val, x_test, x_inputs = (_on_device(x, device) for x in (dataset.x_val, dataset.x_test, dataset.x_inputs))
-        teacher_val, teacher_test, teacher_accuracy, teacher_test_metric = _measure_teacher(
-            prepared, metric, dataset, x_val, x_test, device, rundir, model_path)
+        splits = {"val": x_val, "test": x_test}
+        if dataset.x_confirm is not None:
+            splits["confirm"] = _on_device(dataset.x_confirm, device)
+        measured = _measure_teacher(prepared, metric, dataset, splits, device, rundir, model_path)
+        (teacher_val, teacher_accuracy), (teacher_test, teacher_test_metric) = measured["val"], measured["test"]
+        constraint = spec.parsed_constraint
+        confirmation = None if "confirm" not in measured else Confirmation(
+            splits["confirm"], dataset.y_confirm, *measured["confirm"], constraint.bound(measured["confirm"][1]),
+            NoiseMargin(metric, measured["confirm"][0], dataset.y_confirm, spec.bound_margin, constraint.relative,
+                        spec.seed + CONFIRM_SEED_OFFSET))
         x_pool, loss = _finetune_pool(finetune_loss, prepared, output_names, dataset, x_inputs, device, spec.batch)
         stem = model_path.name.removesuffix(".onnx")
         return RunContext(
@@ -147,9 +176,9 @@ def open_run(model: Path, data: str | None, spec: Spec, run_dir: str | os.PathLi
             teacher_arrays={i.name: onnx.numpy_helper.to_array(i) for i in prepared.model.graph.initializer},
             device=device, x_val=x_val, x_test=x_test, x_inputs=x_inputs, x_pool=x_pool, loss=loss,
             teacher_val=teacher_val, teacher_test=teacher_test, teacher_accuracy=teacher_accuracy,
-            teacher_test_metric=teacher_test_metric, bound=spec.parsed_constraint.bound(teacher_accuracy),
-            noise=NoiseMargin(metric, teacher_val, dataset.y_val, spec.bound_margin, spec.parsed_constraint.relative,
-                              spec.seed))
+            teacher_test_metric=teacher_test_metric, bound=constraint.bound(teacher_accuracy),
+            noise=NoiseMargin(metric, teacher_val, dataset.y_val, spec.bound_margin, constraint.relative, spec.seed),
+            confirmation=confirmation)
     except BaseException:
         rundir.close()
         raise
@@ -208,23 +237,27 @@ def _on_device(x: np.ndarray, device: "torch.device") -> "torch.Tensor":
     return prepare_input(torch.from_numpy(np.ascontiguousarray(x)), device)
 
 
-def _measure_teacher(prepared: "PreparedModel", metric: Metric, dataset: "Dataset", x_val: "torch.Tensor",
-                     x_test: "torch.Tensor", device: "torch.device", rundir: "RunDir",
-                     model_path: Path) -> tuple[list[np.ndarray], list[np.ndarray], float, float]:
-    """The teacher's outputs on validation and test and its metric on each (journaled once per run)."""
+def _measure_teacher(prepared: "PreparedModel", metric: Metric, dataset: "Dataset", splits: dict[str, "torch.Tensor"],
+                     device: "torch.device", rundir: "RunDir",
+                     model_path: Path) -> dict[str, tuple[list[np.ndarray], float]]:
+    """The teacher's outputs on each split (val, test, confirm) and its metric there, journaled
+    once per run."""
     from onnxwootz.runtime.devices import prepare_module
     from onnxwootz.runtime.torch_graph import TorchGraph
     from onnxwootz.runtime.training import predict_outputs
 
     started = time.perf_counter()
     teacher = prepare_module(TorchGraph(prepared.model, prepared.feed_shapes), device)
-    teacher_val, teacher_test = predict_outputs(teacher, x_val), predict_outputs(teacher, x_test)
-    accuracy = metric(teacher_val, teacher_val, dataset.y_val)
-    test_metric = metric(teacher_test, teacher_test, dataset.y_test)
+    measured = {}
+    for split, x in splits.items():
+        outputs = predict_outputs(teacher, x)
+        measured[split] = (outputs, metric(outputs, outputs, getattr(dataset, f"y_{split}")))
     if rundir.find("teacher") is None:
-        rundir.record({"event": "teacher", "model": str(model_path), "metric": metric.name, "accuracy": accuracy,
-                       "test_metric": test_metric, "seconds": time.perf_counter() - started})
-    return teacher_val, teacher_test, accuracy, test_metric
+        figures = {f"{split}_metric": value for split, (_, value) in measured.items() if split not in ("val", "test")}
+        rundir.record({"event": "teacher", "model": str(model_path), "metric": metric.name,
+                       "accuracy": measured["val"][1], "test_metric": measured["test"][1], **figures,
+                       "seconds": time.perf_counter() - started})
+    return measured
 
 
 def _finetune_pool(kind: str, prepared: "PreparedModel", output_names: list[str], dataset: "Dataset",

@@ -20,8 +20,8 @@ teacher was not trained on); a source with train only is split 70/15/15."""
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -49,7 +49,7 @@ Labels = np.ndarray | None
 """int64 class indices, a unicode array of texts, or None (label-free)."""
 
 
-@dataclass
+@dataclasses.dataclass
 class Dataset:
     """Preprocessed float32 model inputs for each split, with their labels (or None)."""
 
@@ -61,6 +61,8 @@ class Dataset:
     y_test: Labels
     name: str
     x_unlabeled: np.ndarray | None = None
+    x_confirm: np.ndarray | None = None
+    y_confirm: Labels = None
 
     @property
     def labels(self) -> str | None:
@@ -78,7 +80,24 @@ class Dataset:
     @property
     def splits(self) -> dict[str, int]:
         unlabeled = 0 if self.x_unlabeled is None else len(self.x_unlabeled)
-        return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test), "unlabeled": unlabeled}
+        counts = {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test), "unlabeled": unlabeled}
+        return counts if self.x_confirm is None else {**counts, "confirm": len(self.x_confirm)}
+
+    def with_confirmation(self, fraction: float, seed: int) -> "Dataset":
+        """`fraction` of the validation images (per class) held out as the confirmation split:
+        searching looks at the rest after every evaluation of every candidate, so the candidate
+        that first passes there is the one luckiest on those images; the confirmation split is
+        looked at only when a candidate has passed, and its answer is not selected on it."""
+        if not fraction:
+            return self
+        kept, held = _split_indices(len(self.x_val), self.y_val, fraction, seed)
+        if not len(kept) or not len(held):
+            raise BadDataError(f"the val split of dataset '{self.name}' ({len(self.x_val)} images) is too small to "
+                               f"hold out {fraction:g} of it for confirmation: give more val images or set "
+                               "confirm_fraction = 0")
+        y_val = self.y_val
+        return dataclasses.replace(self, x_val=self.x_val[kept], y_val=None if y_val is None else y_val[kept],
+                                   x_confirm=self.x_val[held], y_confirm=None if y_val is None else y_val[held])
 
 
 def load_dataset(spec: str, preprocess: Preprocess, num_classes: int | None = None, seed: int = 0) -> Dataset:

@@ -43,8 +43,9 @@ class _JournalEvent:
 class TrialEvent(_JournalEvent):
     """One explored candidate: its sizes, its metric right after assembly and at the end (and
     that value less the run's noise margin, where it reached the bound: it met the bound when
-    this floor did too), the fine-tuning curve ([step, metric] points; step 0 is assembly) and
-    the blocks it used."""
+    this floor did too), the fine-tuning curve ([step, metric] points; step 0 is assembly), each
+    look at the confirmation split ([metric, floor] there, taken whenever the floor reached the
+    bound; the floor is capped by the confirmation's own slack) and the blocks it used."""
 
     mode: str
     candidate: int
@@ -60,12 +61,14 @@ class TrialEvent(_JournalEvent):
     blocks: list[int]
     curve: list[list[float]]
     accuracy_floor: float | None = None
+    confirmations: list[list[float]] = dataclasses.field(default_factory=list)
 
     KIND: ClassVar[str] = "trial"
     ORDER: ClassVar[tuple[str, ...]] = ("mode", "candidate", "rates", "params", "macs", "latency_ms",
-                                        "accuracy_at_assembly", "accuracy", "accuracy_floor", "met", "steps", "blocks",
-                                        "curve", "seconds")
-    DEFAULTS: ClassVar[dict[str, Any]] = {"latency_ms": None, "seconds": 0.0, "curve": [], "accuracy_floor": None}
+                                        "accuracy_at_assembly", "accuracy", "accuracy_floor", "confirmations", "met",
+                                        "steps", "blocks", "curve", "seconds")
+    DEFAULTS: ClassVar[dict[str, Any]] = {"latency_ms": None, "seconds": 0.0, "curve": [], "accuracy_floor": None,
+                                          "confirmations": []}
 
 
 @dataclasses.dataclass

@@ -47,6 +47,8 @@ class PruneResult(Result):
     teacher_accuracy: float
     bound: float
     bound_margin: float
+    confirm_teacher_metric: float | None
+    confirm_bound: float | None
     accuracy: float | None
     max_accuracy_drop: float
     params: int | None
@@ -135,11 +137,13 @@ class Explorer:
         answer = executor.explore(self, order)
         trials = [TrialEvent.from_event(e) for e in context.rundir.all("trial") if e["mode"] == context.mode]
         blocks_trained = [BlockEvent.from_event(e) for e in context.rundir.all("block")]
-        prepared = context.prepared
+        prepared, confirmation = context.prepared, context.confirmation
         result = PruneResult(
             teacher=str(context.model_path), model=str(context.answer_path) if answer else None,
             run_dir=str(context.rundir.path), mode=context.mode, objective=spec.objective, constraint=spec.constraint,
             teacher_accuracy=context.teacher_accuracy, bound=context.bound, bound_margin=spec.bound_margin,
+            confirm_teacher_metric=confirmation.teacher_metric if confirmation else None,
+            confirm_bound=confirmation.bound if confirmation else None,
             accuracy=answer.accuracy if answer else None, max_accuracy_drop=context.teacher_accuracy - context.bound,
             params=answer.params if answer else None, macs=answer.macs if answer else None,
             teacher_params=prepared.params, teacher_macs=prepared.macs, candidates=len(self.configs),

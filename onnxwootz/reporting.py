@@ -346,8 +346,10 @@ def _png(figure) -> bytes:
 
 def _margin(summary: dict) -> str:
     """How the bound was met: with a noise margin (runs from before margins: nothing said)."""
-    margin = summary.get("bound_margin")
-    return "" if margin is None else f" (met by the value less {margin:g} standard error(s))"
+    margin, confirm = summary.get("bound_margin"), summary.get("confirm_bound")
+    held = "" if confirm is None else f"; on the confirmation split: teacher {summary['confirm_teacher_metric']:.4f}, " \
+        f"bound {confirm:.4f}"
+    return "" if margin is None else f" (met by the value less {margin:g} standard error(s){held})"
 
 
 def _bound_line(axes, bound: float) -> None:
@@ -484,15 +486,18 @@ def _difference(teacher: float | None, answer: float | None) -> str:
     return "-" if teacher is None or answer is None else f"{answer - teacher:+.4f}"
 
 
-SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test", "unlabeled": "unlabeled"}
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test", "unlabeled": "unlabeled",
+               "confirm": "confirmation"}
 
 
 def _splits_line(splits: dict[str, int], input_shape: list[int] | None) -> str:
     """Which images the figures come from: validation picks the answer, test is held out."""
     counts = ", ".join(f"{SPLIT_NAMES.get(name, name)} {count:,}" for name, count in splits.items())
     shape = f" of shape {'x'.join(str(d) for d in input_shape)}" if input_shape else ""
-    return (f"Data: {counts} images{shape}. The answer is chosen on validation; test images take no part "
-            "in the search.")
+    confirm = (" and must meet the bound on the confirmation images too, which only candidates that met it on "
+               "validation are scored on" if "confirm" in splits else "")
+    return (f"Data: {counts} images{shape}. The answer is chosen on validation{confirm}; test images take no "
+            "part in the search.")
 
 
 def _change(teacher: float | None, answer: float | None) -> str:

@@ -76,6 +76,7 @@ class Spec:
     objective: str = "min size"
     constraint: str = "accuracy >= teacher - 0.01"
     bound_margin: float = 1.0  # z: the validation metric less z bootstrap standard errors must reach the bound
+    confirm_fraction: float = 0.5  # of the val images, held out to confirm a candidate that passed on the rest; 0: off
     subspace: str = "spread"  # sizes spread (the paper's sampling) or around the measured sensitivity profile
     profile_init: str = "l1"  # the profile's pruned units: plain L1, or with their block's least-squares start
     profile_budget: float | None = None  # summed single-unit drops per profile candidate, x the allowed drop; None: any
@@ -130,6 +131,10 @@ class Spec:
                 or not self.bound_margin >= 0:
             raise BadSpecError(f"bound_margin must be a number >= 0 (standard errors; 0: no margin), "
                                f"got {self.bound_margin!r}")
+        if isinstance(self.confirm_fraction, bool) or not isinstance(self.confirm_fraction, (int, float)) \
+                or not 0 <= self.confirm_fraction < 1:
+            raise BadSpecError(f"confirm_fraction must be a number in [0, 1) (0: no confirmation split), "
+                               f"got {self.confirm_fraction!r}")
         if self.round_to < 1:
             raise BadSpecError(f"round_to must be a positive integer, got {self.round_to}")
         self.metric_name()

@@ -383,3 +383,21 @@ def test_npz_without_labels_and_with_text_labels(tmp_path: Path) -> None:
 def test_empty_directory_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(BadDataError, match="holds no images"):
         load_dataset(str(tmp_path), IDENTITY_8)
+
+
+def test_confirmation_split_holds_out_a_share_of_val_per_class_and_is_deterministic(tmp_path: Path) -> None:
+    whole = load_dataset("digits", IDENTITY_8, 10)
+    split = whole.with_confirmation(0.5, seed=2)
+    assert whole.with_confirmation(0.0, seed=2) is whole and whole.x_confirm is None and "confirm" not in whole.splits
+    assert split.splits == {**whole.splits, "val": len(split.x_val), "confirm": len(split.x_confirm)}
+    assert len(split.x_val) + len(split.x_confirm) == len(whole.x_val)
+    rows = [{row.tobytes() for row in x} for x in (split.x_val, split.x_confirm)]
+    assert not rows[0] & rows[1] and rows[0] | rows[1] == {row.tobytes() for row in whole.x_val}
+    per_class = np.bincount(split.y_confirm, minlength=10), np.bincount(whole.y_val, minlength=10)
+    assert np.all(np.abs(per_class[0] - per_class[1] / 2) <= 1)  # stratified: half of every class, rounded
+    np.testing.assert_array_equal(split.x_confirm, whole.with_confirmation(0.5, seed=2).x_confirm)
+    np.testing.assert_array_equal(split.x_train, whole.x_train)  # train and test are untouched
+    np.testing.assert_array_equal(split.x_test, whole.x_test)
+    tiny = load_dataset(_npz(tmp_path / "t.npz", x_train=np.zeros((4, 8, 8)), x_val=np.zeros((2, 8, 8))), IDENTITY_8)
+    with pytest.raises(BadDataError, match=r"val split .*\(1 images\) is too small .*confirm_fraction = 0"):
+        tiny.with_confirmation(0.5, seed=2)

@@ -13,7 +13,7 @@ from onnxwootz.events import BlockEvent, TrialEvent
 
 TRIAL = TrialEvent(mode="method", candidate=3, rates=[0.7, 0.5], params=14120, macs=1452352, latency_ms=None,
                    accuracy_at_assembly=0.1142, accuracy=0.9888, met=True, steps=50, seconds=1.5, blocks=[0, 1],
-                   curve=[[0, 0.1142], [50, 0.9888]], accuracy_floor=0.9801)
+                   curve=[[0, 0.1142], [50, 0.9888]], accuracy_floor=0.9801, confirmations=[[0.9911, 0.9845]])
 BLOCK = BlockEvent(file="blocks/0123456789abcdef.safetensors", block=2, symbols=["0(.7)", "1(.5)"], loss=0.01,
                    start_loss=0.02, kept_start=False, seconds=2.5)
 
@@ -21,8 +21,8 @@ BLOCK = BlockEvent(file="blocks/0123456789abcdef.safetensors", block=2, symbols=
 def test_trial_event_is_the_journal_line_and_survives_json() -> None:
     line = json.dumps(TRIAL.to_event())
     assert list(json.loads(line)) == ["event", "mode", "candidate", "rates", "params", "macs", "latency_ms",
-                                      "accuracy_at_assembly", "accuracy", "accuracy_floor", "met", "steps",
-                                      "blocks", "curve", "seconds"]
+                                      "accuracy_at_assembly", "accuracy", "accuracy_floor", "confirmations", "met",
+                                      "steps", "blocks", "curve", "seconds"]
     assert TrialEvent.from_event(json.loads(line)) == TRIAL
 
 
@@ -38,8 +38,9 @@ def test_old_journal_lines_still_read() -> None:
     block = BlockEvent.from_event(old)
     assert (block.loss, block.start_loss, block.kept_start, block.seconds) == (0.1, None, False, 2.0)
     trial = TrialEvent.from_event({k: v for k, v in TRIAL.to_event().items()
-                                   if k not in ("seconds", "curve", "accuracy_floor")})
-    assert (trial.seconds, trial.curve, trial.accuracy, trial.accuracy_floor) == (0.0, [], TRIAL.accuracy, None)
+                                   if k not in ("seconds", "curve", "accuracy_floor", "confirmations")})
+    assert (trial.seconds, trial.curve, trial.accuracy, trial.accuracy_floor, trial.confirmations) == \
+        (0.0, [], TRIAL.accuracy, None, [])
     assert TrialEvent.from_event({**TRIAL.to_event(), "later_field": 1}) == TRIAL  # unknown keys are ignored
 
 

@@ -17,10 +17,12 @@ import onnx
 import pytest
 
 import onnxwootz
+from onnxwootz.context import CONFIRM_SEED_OFFSET
 from onnxwootz.core.errors import WootzError
 from onnxwootz.data import load_dataset
 from onnxwootz.preprocess import Preprocess, accuracy_of
 from onnxwootz.runtime.sessions import cpu_session
+from onnxwootz.spec import Spec
 
 from cli_helpers import CLI, one_clean_line, run_cli
 
@@ -46,12 +48,18 @@ def test_prune_writes_a_model_that_meets_its_bound_independently(tmp_path: Path)
     model = onnx.load(result.model)
     onnx.checker.check_model(model, full_check=True)
     preprocess = Preprocess.from_model(model)
-    data = load_dataset("digits", preprocess, 10)
-    logits = cpu_session(model).run(None, {model.graph.input[0].name: data.x_val})[0]
+    whole = load_dataset("digits", preprocess, 10)
+    data = whole.with_confirmation(Spec().confirm_fraction, CONFIRM_SEED_OFFSET)
+    session = cpu_session(model)
+    logits = session.run(None, {model.graph.input[0].name: data.x_val})[0]
     accuracy = float((logits.argmax(1) == data.y_val).mean())
     assert accuracy >= result.bound
     assert abs(accuracy - result.accuracy) < 1e-6
     assert abs(accuracy_of(model) - accuracy) < 1e-5
+    confirmed = session.run(None, {model.graph.input[0].name: data.x_confirm})[0]
+    assert float((confirmed.argmax(1) == data.y_confirm).mean()) >= result.confirm_bound  # met on both parts
+    assert (result.splits["val"], result.splits["confirm"]) == (len(data.x_val), len(data.x_confirm))
+    assert len(data.x_val) + len(data.x_confirm) == len(whole.x_val) and len(data.x_confirm) >= len(whole.x_val) // 2
     assert result.params < result.teacher_params
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     for key in ("teacher", "model", "teacher_accuracy", "accuracy", "max_accuracy_drop", "params", "macs",
@@ -326,3 +334,28 @@ def test_fair_baseline_refits_every_candidate_from_the_teacher_without_blocks(tm
     assert fair.blocks_trained == 0 and all(not t.blocks for t in fair.trials)
     pruned = [(f.accuracy_at_assembly, p.accuracy_at_assembly) for f, p in zip(fair.trials, paper.trials) if any(f.rates)]
     assert pruned and all(f >= p for f, p in pruned) and sum(f - p for f, p in pruned) > 0.1
+
+
+def test_a_candidate_that_passes_val_but_not_the_confirmation_split_is_not_the_answer(tmp_path: Path) -> None:
+    """A metric that every candidate meets on the validation images and none on the held-out
+    confirmation split: nothing is answered, and every look there is journaled; without the
+    split the smallest candidate is the answer."""
+    whole = load_dataset("digits", Preprocess.from_model(onnx.load(str(TEACHER))), 10)
+    confirm_size = len(whole.with_confirmation(Spec().confirm_fraction, CONFIRM_SEED_OFFSET).x_confirm)
+    assert confirm_size != len(whole.x_val) - confirm_size
+
+    def passes_val_only(student, teacher, labels) -> float:
+        return 0.0 if len(labels) == confirm_size else 1.0
+
+    small = {**TINY, "candidates": 2, "finetune_steps": 20}
+    result = onnxwootz.prune(TEACHER, run_dir=tmp_path / "confirmed", metric=passes_val_only,
+                             constraint="accuracy >= 0.5", **small)
+    assert result.model is None and result.confirm_bound == 0.5 and result.candidates_tried == 2
+    assert all(not t.met and t.confirmations and all(look == [0.0, 0.0] for look in t.confirmations)
+               for t in result.trials)
+    assert all(t.accuracy == 1.0 and t.accuracy_floor < result.bound for t in result.trials)
+    unconfirmed = onnxwootz.prune(TEACHER, run_dir=tmp_path / "unconfirmed", metric=passes_val_only,
+                                  constraint="accuracy >= 0.5", confirm_fraction=0, **small)
+    assert unconfirmed.model is not None and unconfirmed.confirm_bound is None
+    assert [t.met for t in unconfirmed.trials] == [True] and unconfirmed.trials[0].confirmations == []
+    assert "confirm" not in unconfirmed.splits

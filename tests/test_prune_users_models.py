@@ -15,11 +15,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxwootz
+from onnxwootz.context import CONFIRM_SEED_OFFSET
 from onnxwootz.core.errors import BadDataError, BadSpecError
-from onnxwootz.data import load_dataset
+from onnxwootz.data import Dataset, load_dataset
 from onnxwootz.metrics import agreement, fidelity, map_iou
 from onnxwootz.preprocess import Preprocess, get_metadata
 from onnxwootz.runtime.sessions import cpu_session
+from onnxwootz.spec import Spec
 
 from cli_helpers import one_clean_line, run_cli
 
@@ -122,6 +124,12 @@ def _outputs(model_path: str | Path, x: np.ndarray) -> list[np.ndarray]:
     return cpu_session(model).run(None, {model.graph.input[0].name: x})
 
 
+def as_split_by_prune(dataset: Dataset) -> Dataset:
+    """The dataset with the validation images divided as `prune` divides them at seed 0 (the
+    rest, and the confirmation split)."""
+    return dataset.with_confirmation(Spec().confirm_fraction, CONFIRM_SEED_OFFSET)
+
+
 def _check_result(result, splits_of) -> None:
     """The test-split fields: present, consistent with the data, and recomputable."""
     assert result.splits == splits_of and result.splits["test"] > 0
@@ -136,10 +144,10 @@ def test_label_free_digits_prune_against_teacher_agreement(tmp_path: Path) -> No
     result = onnxwootz.prune(TEACHER, data=str(data), run_dir=tmp_path / "run", metric="agreement",
                              constraint="accuracy >= teacher - 0.1", **TINY)
     preprocess = Preprocess.from_model(onnx.load(str(TEACHER)))
-    dataset = load_dataset(str(data), preprocess)
+    dataset = as_split_by_prune(load_dataset(str(data), preprocess))
     assert dataset.labels is None
     _check_result(result, {"train": len(dataset.x_train), "val": len(dataset.x_val), "test": len(dataset.x_test),
-                           "unlabeled": 0})
+                           "unlabeled": 0, "confirm": len(dataset.x_confirm)})
     assert result.metric == "agreement" and result.teacher_accuracy == 1.0 and result.teacher_test_metric == 1.0
     assert result.model is not None and result.params < result.teacher_params
     teacher_test = _outputs(TEACHER, dataset.x_test)
@@ -159,8 +167,9 @@ def test_two_output_model_is_held_to_fidelity_on_every_output(tmp_path: Path) ->
                              constraint="fidelity >= teacher - 0.3", **TINY)
     assert result.metric == "fidelity" and result.teacher_accuracy == 1.0 and result.input_shape == [1, 3, 16, 16]
     assert result.model is not None and result.params < result.teacher_params
-    dataset = load_dataset(str(data), Preprocess.from_model(onnx.load(result.model)))
-    _check_result(result, {"train": 80, "val": len(dataset.x_val), "test": len(dataset.x_test), "unlabeled": 0})
+    dataset = as_split_by_prune(load_dataset(str(data), Preprocess.from_model(onnx.load(result.model))))
+    _check_result(result, {"train": 80, "val": len(dataset.x_val), "test": len(dataset.x_test), "unlabeled": 0,
+                           "confirm": len(dataset.x_confirm)})
     student = _outputs(result.model, dataset.x_test)
     assert [o.shape[1:] for o in student] == [(4, 16, 16), (3,)]
     assert result.test_metric == pytest.approx(fidelity(student, _outputs(model, dataset.x_test), None), abs=1e-4)
@@ -323,7 +332,8 @@ def test_torchvision_style_export_prunes_with_only_data_and_a_preset(architectur
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["metric"] == "top1" and result["input_shape"] == list(TEST_INPUT_SHAPE)
-    assert result["splits"] == {"train": 24, "val": 6, "test": 6, "unlabeled": 0}  # 70/15/15 per class
+    # 70/15/15 per class, the 15% val halved into val and confirmation
+    assert result["splits"] == {"train": 24, "val": 3, "test": 6, "unlabeled": 0, "confirm": 3}
     assert result["model"] is not None and result["test_metric"] is not None
     assert result["params"] < result["teacher_params"]  # any candidate meets "accuracy >= 0": the smallest
     answer = onnx.load(result["model"])

@@ -106,3 +106,10 @@ def test_bound_margin_is_one_standard_error_by_default_and_a_number_at_least_zer
     assert load_spec().bound_margin == 1.0 and load_spec(bound_margin=0).bound_margin == 0
     with pytest.raises(BadSpecError, match="bound_margin must be a number >= 0"):
         load_spec(bound_margin=bad)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1, 1.5, "0.5", True, float("nan")])
+def test_confirm_fraction_holds_out_half_of_val_by_default_and_is_below_one(bad) -> None:
+    assert load_spec().confirm_fraction == 0.5 and load_spec(confirm_fraction=0).confirm_fraction == 0
+    with pytest.raises(BadSpecError, match=r"confirm_fraction must be a number in \[0, 1\)"):
+        load_spec(confirm_fraction=bad)

@@ -34,6 +34,11 @@ def prune(
                                                       "less Z standard errors (bootstrap over the validation "
                                                       "images, paired with the teacher) does; 0: the value alone. "
                                                       "Default 1."),
+    confirm_fraction: Optional[float] = typer.Option(None, "--confirm-fraction",
+                                                     help="Share of the validation images held out to confirm a "
+                                                          "candidate that met the bound on the rest (with the same "
+                                                          "margin): the answer is not the one luckiest on them. "
+                                                          "0: off. Default 0.5."),
     metric: Optional[str] = typer.Option(None, "--metric",
                                          help="top1 (class labels) | agreement (top-1 with the teacher) | fidelity "
                                               "(R^2 of every output vs the teacher's) | map_iou or map_iou@THR (IoU "
@@ -115,7 +120,9 @@ def prune(
                           f"{trial.accuracy:.4f}", str(trial.steps), "yes" if trial.met else "no", f"{trial.seconds:.1f}")
         console.print(table)
         console.print(f"teacher {result.metric} {result.teacher_accuracy:.4f} (test {result.teacher_test_metric:.4f}), "
-                      f"bound {result.bound:.4f} (met with a {result.bound_margin:g} s.e. margin); "
+                      f"bound {result.bound:.4f} (met with a {result.bound_margin:g} s.e. margin"
+                      + (f"; confirmation split: teacher {result.confirm_teacher_metric:.4f}, bound "
+                         f"{result.confirm_bound:.4f}" if result.confirm_bound is not None else "") + "); "
                       f"{result.candidates_tried} of {result.candidates} candidates tried, {result.blocks_trained} "
                       f"block(s) pre-trained ({result.pretrain_seconds:.1f} s), {result.wall_seconds:.1f} s in all")
         if result.model:
@@ -128,7 +135,8 @@ def prune(
     execute(lambda: run(model, data=data, spec=spec, run_dir=run_dir, output=output, fresh=fresh,
                         executor=chosen_executor(),
                         progress=RichProgress(not json_output), candidates=candidates, configs=configs, rates=rate_list,
-                        objective=objective, constraint=constraint, bound_margin=bound_margin, subspace=subspace, profile_init=profile_init,
+                        objective=objective, constraint=constraint, bound_margin=bound_margin,
+                        confirm_fraction=confirm_fraction, subspace=subspace, profile_init=profile_init,
                         profile_budget=profile_budget,
                         blocks=blocks, pretrain=pretrain,
                         pretrain_init=pretrain_init, pretrain_steps=pretrain_steps,
