@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -102,7 +103,7 @@ export_legacy(model, example, sys.argv[1])
 def processes(source: Path, work: Path, rounds: int, threads: int) -> dict[str, list[float]]:
     """Whole-process seconds per contestant, `rounds` rounds in rotating order after a warm-up."""
     cli = Path(sys.executable).parent / "onnxwootz"
-    environment = {"OMP_NUM_THREADS": str(threads)}
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     commands = {
         "load_save_process": [sys.executable, "-c", "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])",
                               str(source), str(work / "copy.onnx")],
@@ -111,15 +112,29 @@ def processes(source: Path, work: Path, rounds: int, threads: int) -> dict[str, 
     if torch_pruning_available() is not None:
         commands["torch_pruning_export_process"] = [sys.executable, "-c", TORCH_PRUNING_PROCESS, str(work / "tp.onnx"),
                                                     str(threads)]
-    names = list(commands)
+    times, _ = _rounds({name: functools.partial(subprocess.run, command, check=True, capture_output=True,
+                                                env=environment) for name, command in commands.items()}, rounds)
+    return times
+
+
+def _rounds(contestants: dict[str, Callable[[], object]], rounds: int,
+            prepare: Callable[[str], None] = lambda name: None) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Seconds per contestant over `rounds` rounds after a warm-up round, each round in a rotated
+    order (so drift hits all alike); `prepare(name)` runs untimed before each call. Also the
+    last dict each contestant returned (its figures)."""
+    names = list(contestants)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for round_number in range(rounds + 1):
-        for name in names[round_number % len(names):] + names[:round_number % len(names)]:
-            seconds, _ = _timed(lambda: subprocess.run(commands[name], check=True, capture_output=True,
-                                                       env={**os.environ, **environment}))
+    details: dict[str, object] = {}
+    for round_number in range(rounds + 1):  # round 0 is the warm-up
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            prepare(name)
+            seconds, value = _timed(contestants[name])
             if round_number:
                 times[name].append(seconds)
-    return times
+            if isinstance(value, dict):
+                details[name] = value
+    return times, details
 
 
 def _timed(call: Callable[[], object]) -> tuple[float, object]:
@@ -140,27 +155,20 @@ def run(pairs: int, threads: int, process_rounds: int = 0) -> dict[str, object]:
             "load_save": lambda: load_save(source, work / "copy.onnx"),
             "apply": lambda: wootz_apply(source, work / "pruned.onnx"),
         }
+        fresh: list[torch.nn.Module] = []
         if tp_version is not None:
-            fresh: list[torch.nn.Module] = []
 
             def torch_pruning_step() -> dict[str, int]:
                 return torch_prune(fresh.pop())
 
             contestants["torch_pruning"] = torch_pruning_step
             contestants["torch_pruning_export"] = lambda: torch_prune_export(fresh.pop(), work / "tp.onnx")
-        names = list(contestants)
-        times: dict[str, list[float]] = {name: [] for name in names}
-        details: dict[str, object] = {}
-        for round_number in range(pairs + 1):  # round 0 is the warm-up
-            order = names[round_number % len(names):] + names[:round_number % len(names)]
-            for name in order:
-                if name.startswith("torch_pruning"):
-                    fresh.append(copy.deepcopy(module))  # copying is not timed
-                seconds, value = _timed(contestants[name])
-                if round_number:
-                    times[name].append(seconds)
-                if isinstance(value, dict):
-                    details[name] = value
+
+        def copy_for_torch_pruning(name: str) -> None:
+            if name.startswith("torch_pruning"):
+                fresh.append(copy.deepcopy(module))  # copying is not timed
+
+        times, details = _rounds(contestants, pairs, copy_for_torch_pruning)
         if process_rounds:
             times.update(processes(source, work, process_rounds, threads))
         size = source.stat().st_size
