@@ -253,9 +253,9 @@ def _measure_teacher(prepared: "PreparedModel", metric: Metric, dataset: "Datase
         outputs = predict_outputs(teacher, x)
         measured[split] = (outputs, metric(outputs, outputs, getattr(dataset, f"y_{split}")))
     if rundir.find("teacher") is None:
-        figures = {f"{split}_metric": value for split, (_, value) in measured.items() if split not in ("val", "test")}
+        confirm = {"confirm_metric": measured["confirm"][1]} if "confirm" in measured else {}
         rundir.record({"event": "teacher", "model": str(model_path), "metric": metric.name,
-                       "accuracy": measured["val"][1], "test_metric": measured["test"][1], **figures,
+                       "accuracy": measured["val"][1], "test_metric": measured["test"][1], **confirm,
                        "seconds": time.perf_counter() - started})
     return measured
 

@@ -1,6 +1,7 @@
 """Datasets as preprocessed numpy arrays, in three splits: train (training and block
-pre-training), val (every decision: the bound, early stops, the answer) and test (the figure a
-run reports, seen by no decision). One clear error line for anything malformed.
+pre-training), val (every decision: the bound, early stops, the answer; `prune` holds part of it
+out to confirm an answer, `Dataset.with_confirmation`) and test (the figure a run reports, seen
+by no decision). One clear error line for anything malformed.
 
 Sources:
 - `digits`: scikit-learn's handwritten digits (the bundled teacher's task).
