@@ -17,6 +17,8 @@ Modes (the same images, the same candidates, the same seed in a cell):
 Settings: `defaults` (16 candidates, the abandon rule on, the task's unlabeled pool), then one
 factor changed at a time: `candidates=64`; `abandon=off` (`finetune_patience = 0`: no early
 stop on a plateau or after a first evaluation that is no better than assembly, in both modes);
+`projection=on`/`off` (`finetune_projection`: the abandon rule also stops a candidate whose
+recent gain cannot take it to the bound in its budget);
 `images=same` (the pool removed, so pre-training and distillation see only the labelled
 training images the paper's baseline gets); `bn=frozen` (fine-tuning on BatchNorm's running
 statistics, `--finetune-bn frozen`, in every mode); `loss=kd` (distillation fine-tuning on every
@@ -74,7 +76,8 @@ def same_images(data: str, root: Path) -> str:
 
 FLAGS = {"candidates=64": ["--candidates", "64"], "bn=frozen": ["--finetune-bn", "frozen"],
          "loss=kd": ["--finetune-loss", "kd"]}
-SPEC_LINES = {"abandon=off": "finetune_patience = 0"}
+SPEC_LINES = {"abandon=off": "finetune_patience = 0", "projection=on": "finetune_projection = true",
+              "projection=off": "finetune_projection = false"}
 
 
 NUMBERS = {"lr": "finetune_lr", "margin": "bound_margin", "confirm": "confirm_fraction"}

@@ -93,6 +93,7 @@ class Spec:
     finetune_weight_decay: float = 1e-5
     eval_every: int = 50
     finetune_patience: int = 3  # stop a candidate after this many evaluations without improvement (0: off)
+    finetune_projection: bool = False  # with patience: also stop one whose recent gain cannot reach the bound in time
     batch: int = 32
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0: one thread for small models (< 50M MACs), else torch's default
@@ -135,6 +136,8 @@ class Spec:
                 or not 0 <= self.confirm_fraction < 1:
             raise BadSpecError(f"confirm_fraction must be a number in [0, 1) (0: no confirmation split), "
                                f"got {self.confirm_fraction!r}")
+        if not isinstance(self.finetune_projection, bool):
+            raise BadSpecError(f"finetune_projection must be true or false, got {self.finetune_projection!r}")
         if self.round_to < 1:
             raise BadSpecError(f"round_to must be a positive integer, got {self.round_to}")
         self.metric_name()
@@ -197,7 +200,7 @@ class Spec:
 
         return FinetuneConfig(self.finetune_steps, self.batch, self.finetune_lr, self.finetune_weight_decay,
                               self.eval_every, self.seed * 104729 + candidate, self.finetune_patience,
-                              frozen_statistics=self.finetune_bn == "frozen")
+                              projection=self.finetune_projection, frozen_statistics=self.finetune_bn == "frozen")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -449,6 +449,8 @@ class FinetuneConfig:
     eval_every: int
     seed: int
     patience: int = 0
+    projection: bool = False
+    """With `patience`: also stop a candidate whose budget cannot take it to the bound."""
     autocast: bool = True
     frozen_statistics: bool = False
     """Train in eval mode: BatchNorm normalizes with (and keeps) its running statistics instead
@@ -460,11 +462,12 @@ def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, b
                   progress: Progress = NULL_PROGRESS, description: str = "fine-tuning") -> FineTuneOutcome:
     """Score right after assembly (0 steps when that already meets `bound`); otherwise fine-tune
     (Adam) on `loss` over random batches of the pool `x`, scoring every `eval_every` steps and
-    stopping as soon as the score's floor reaches `bound`, or (with `patience` > 0) once that many
-    evaluations in a row have not improved on the best so far: a candidate on a plateau below
-    the bound gives back the rest of its budget; and so does one that the first evaluation finds
-    no better than at assembly (fine-tuning is hurting it: block-assembled networks fine-tuned
-    on a few labels lose accuracy from the first steps, and do not win it back)."""
+    stopping as soon as the score's floor reaches `bound`, or (with `patience` > 0, the abandon
+    rule) once that many evaluations in a row have not improved on the best so far: a candidate
+    on a plateau below the bound gives back the rest of its budget; and so does one that the
+    first evaluation finds no better than at assembly (fine-tuning is hurting it: block-assembled
+    networks fine-tuned on a few labels lose accuracy from the first steps, and do not win it
+    back), and (with `projection`) one whose budget cannot take it to the bound (`out_of_reach`)."""
     steps, batch, eval_every, patience = config.steps, config.batch, config.eval_every, config.patience
     scored = score(view)
     curve = [(0, scored.value)]
@@ -494,10 +497,24 @@ def finetune_with(view: TorchGraph, x: torch.Tensor, loss: Loss, score: Score, b
                 if scored.floor >= bound:
                     break
                 best, stale = (curve[-1][1], 0) if curve[-1][1] > best else (best, stale + 1)
-                if patience and (stale >= patience or len(curve) == 2 and stale):
+                if patience and (stale >= patience or len(curve) == 2 and stale or config.projection
+                                 and out_of_reach(curve, bound, math.ceil((steps - step) / eval_every))):
                     break
     view.eval()
     return FineTuneOutcome(curve, scored.floor >= bound, curve[-1][0], scored.floor)
+
+
+def out_of_reach(curve: list[tuple[int, float]], bound: float, evaluations_left: int) -> bool:
+    """Whether a fine-tuning curve cannot reach `bound` in the evaluations left: its best value
+    plus its recent gain (the mean of its last two, per evaluation) for each one left falls
+    short. A fine-tuning curve's gains shrink as it goes, so this projection is optimistic and
+    the rule stops only candidates that would fall short anyway (symbols, seed 0: 13 candidates
+    that ran their 300 steps to 0.80-0.97 against a 0.975 bound would stop after 150-200, 44% of
+    the steps, with the same answer)."""
+    if len(curve) < 3:
+        return False
+    gain = max((curve[-1][1] - curve[-3][1]) / 2, 0.0)
+    return max(value for _, value in curve) + gain * evaluations_left < bound
 
 
 def finetune(view: TorchGraph, x: torch.Tensor, y: torch.Tensor | None, x_val: torch.Tensor, y_val: torch.Tensor,

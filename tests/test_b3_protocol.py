@@ -45,7 +45,9 @@ def test_cells_are_the_prune_commands_of_each_mode_and_setting(tmp_path: Path) -
     assert Path(combined[combined.index("--spec") + 1]).read_text() == "finetune_patience = 0\nfinetune_lr = 3e-05\n"
     margin = cell_command("t.onnx", data, "fair", "margin=0+lr=1e-4", 0, 0.01, tmp_path)
     assert Path(margin[margin.index("--spec") + 1]).read_text() == "bound_margin = 0.0\nfinetune_lr = 0.0001\n"
-    for bad in ("images=more", "lr=fast", "margin=wide", "loss=kd+bn=thawed"):
+    held = cell_command("t.onnx", data, "method", "confirm=0+projection=on", 0, 0.01, tmp_path)
+    assert Path(held[held.index("--spec") + 1]).read_text() == "finetune_projection = true\nconfirm_fraction = 0.0\n"
+    for bad in ("images=more", "lr=fast", "margin=wide", "loss=kd+bn=thawed", "projection=maybe"):
         with pytest.raises(SystemExit, match="unknown setting"):
             cell_command("t.onnx", data, "method", bad, 0, 0.01, tmp_path)
 

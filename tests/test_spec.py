@@ -60,13 +60,16 @@ def test_users_model_fields_load_from_toml(tmp_path: Path) -> None:
 
 def test_training_configs_carry_the_spec_and_each_candidate_has_its_own_seed() -> None:
     spec = load_spec(pretrain_steps=7, pretrain_lr=0.5, finetune_steps=9, finetune_lr=0.25, batch=4, eval_every=3,
-                     finetune_patience=2, seed=5)
+                     finetune_patience=2, finetune_projection=True, seed=5)
     pretrain = spec.pretrain_config()
     assert (pretrain.steps, pretrain.batch, pretrain.lr, pretrain.weight_decay, pretrain.seed) == (
         7, 4, 0.5, spec.pretrain_weight_decay, 5)
     first, second = spec.finetune_config(0), spec.finetune_config(1)
-    assert (first.steps, first.batch, first.lr, first.weight_decay, first.eval_every, first.patience) == (
-        9, 4, 0.25, spec.finetune_weight_decay, 3, 2)
+    assert (first.steps, first.batch, first.lr, first.weight_decay, first.eval_every, first.patience,
+            first.projection) == (9, 4, 0.25, spec.finetune_weight_decay, 3, 2, True)
+    assert not load_spec().finetune_config(0).projection
+    with pytest.raises(BadSpecError, match="finetune_projection must be true or false"):
+        load_spec(finetune_projection="yes")
     assert first.seed != second.seed and spec.finetune_config(1) == second
 
 

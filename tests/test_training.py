@@ -16,8 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxwootz.runtime.torch_graph import TorchGraph, named_onnx_parameters
 from onnxwootz.runtime.training import (
     FinetuneConfig, OutputKind, PretrainConfig, Scored, Student, TeacherTaps, distillation_loss, distillation_of,
-    evaluate, finetune, finetune_with, output_kinds, output_loss, predict, predict_outputs, pretrain_blocks, tensors,
-    with_outputs,
+    evaluate, finetune, finetune_with, out_of_reach, output_kinds, output_loss, predict, predict_outputs,
+    pretrain_blocks, tensors, with_outputs,
 )
 
 OPSET = [helper.make_opsetid("", 17)]
@@ -434,3 +434,34 @@ def test_a_candidate_meets_the_bound_only_when_its_floor_does() -> None:
     stuck = finetune_with(view, x, lambda outputs, index: outputs[0].square().mean(),
                           lambda v: Scored(0.95, 0.85), 0.9, config)
     assert [step for step, _ in stuck.curve] == [0, 5, 10] and not stuck.met and stuck.floor == 0.85
+
+
+def test_the_abandon_rule_with_projection_stops_a_candidate_its_budget_cannot_take_to_the_bound() -> None:
+    """Rising, but at a gain per evaluation that the evaluations left cannot turn into the bound
+    (0.80, 0.84, 0.85, 0.855: best 0.855 + 0.0075 x 6 left < 0.98): stopped at its third
+    evaluation. A curve that could still get there, or the rule without projection, goes on."""
+    view = _conv_bn_classifier()
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((32, 2, 6, 6)).astype(np.float32))
+    config = FinetuneConfig(steps=45, batch=8, lr=0.01, weight_decay=0.0, eval_every=5, seed=0, autocast=False,
+                            patience=3, projection=True)
+
+    def scripted(values):
+        scores = iter(values)
+        return lambda view: Scored.exact(next(scores))
+
+    def run(values, config):
+        return finetune_with(view, x, lambda outputs, index: outputs[0].square().mean(), scripted(values), 0.98,
+                             config)
+
+    slow = [0.80, 0.84, 0.85, 0.855, 0.86, 0.865, 0.87, 0.875, 0.88, 0.885]
+    assert [step for step, _ in run(slow, config).curve] == [0, 5, 10, 15]
+    fast = [0.80, 0.86, 0.92, 0.96, 0.99]
+    reached = run(fast, config)
+    assert [step for step, _ in reached.curve] == [0, 5, 10, 15, 20] and reached.met
+    plain = run(slow, dataclasses.replace(config, projection=False))
+    assert [step for step, _ in plain.curve][-1] == 45 and not plain.met
+    off = run(slow, dataclasses.replace(config, patience=0))
+    assert [step for step, _ in off.curve][-1] == 45
+    assert not out_of_reach([(0, 0.5), (5, 0.9)], 0.99, 1)  # two points: no recent gain to project yet
+    assert out_of_reach([(0, 0.9), (5, 0.95), (10, 0.94)], 0.99, 2)  # falling: the best so far is all it gets
+    assert not out_of_reach([(0, 0.9), (5, 0.95), (10, 0.94)], 0.95, 2)
