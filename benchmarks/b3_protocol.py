@@ -24,7 +24,8 @@ training images the paper's baseline gets); `bn=frozen` (fine-tuning on BatchNor
 statistics, `--finetune-bn frozen`, in every mode); `loss=kd` (distillation fine-tuning on every
 image in every mode); `lr=X` (the fine-tuning learning rate); `margin=Z` (the bound's noise
 margin in standard errors, `--bound-margin`; 0: the value alone); `confirm=F` (the share of the
-validation images held out to confirm a candidate, `--confirm-fraction`; 0: none). Factors combine with `+`
+validation images held out to confirm a candidate, `--confirm-fraction`; 0: none); `pretrain=N`
+(block pre-training steps, `--pretrain-steps`). Factors combine with `+`
 (`loss=kd+lr=3e-5`). Per setting and mode, 3 seeds: median and range
 of wall seconds, answer params, test accuracy, and the median change fine-tuning made to the
 assembled candidates it touched.
@@ -82,16 +83,25 @@ SPEC_LINES = {"abandon=off": "finetune_patience = 0", "projection=on": "finetune
 
 NUMBERS = {"lr": "finetune_lr", "margin": "bound_margin", "confirm": "confirm_fraction"}
 """Factors that set a spec number: `lr=3e-5`, `margin=2`, `confirm=0`."""
+COUNTS = {"pretrain": "--pretrain-steps"}
+"""Factors that set a whole number by its flag: `pretrain=100`."""
 
 
 def factors(setting: str) -> list[str]:
     """A setting is `defaults` or factors joined by `+` (`loss=kd+lr=3e-5`)."""
     parts = [] if setting == "defaults" else setting.split("+")
     for part in parts:
-        if part not in FLAGS and part not in SPEC_LINES and part != "images=same" and _spec_number(part) is None:
-            raise SystemExit(f"unknown setting '{part}'; use {', '.join(SETTINGS)}, lr=X, margin=Z, confirm=F, or factors "
-                             "joined by +")
+        if (part not in FLAGS and part not in SPEC_LINES and part != "images=same" and _spec_number(part) is None
+                and not _count_flag(part)):
+            raise SystemExit(f"unknown setting '{part}'; use {', '.join(SETTINGS)}, lr=X, margin=Z, confirm=F, "
+                             "pretrain=N, or factors joined by +")
     return parts
+
+
+def _count_flag(part: str) -> list[str]:
+    """The flag of a whole-number factor (`pretrain=100` -> --pretrain-steps 100), else []."""
+    name, _, value = part.partition("=")
+    return [COUNTS[name], value] if name in COUNTS and value.isdigit() else []
 
 
 def _spec_number(part: str) -> str | None:
@@ -116,7 +126,7 @@ def cell_command(teacher: str, data: str, mode: str, setting: str, seed: int, al
     spec_lines = [SPEC_LINES[part] for part in parts if part in SPEC_LINES]
     spec_lines += [line for part in parts if (line := _spec_number(part))]
     for part in parts:
-        command += FLAGS.get(part, [])
+        command += FLAGS.get(part, []) + _count_flag(part)
     if spec_lines:
         spec = root / f"{setting.replace('=', '').replace('+', '-')}.toml"
         spec.write_text("".join(f"{line}\n" for line in spec_lines))

@@ -47,7 +47,9 @@ def test_cells_are_the_prune_commands_of_each_mode_and_setting(tmp_path: Path) -
     assert Path(margin[margin.index("--spec") + 1]).read_text() == "bound_margin = 0.0\nfinetune_lr = 0.0001\n"
     held = cell_command("t.onnx", data, "method", "confirm=0+projection=on", 0, 0.01, tmp_path)
     assert Path(held[held.index("--spec") + 1]).read_text() == "finetune_projection = true\nconfirm_fraction = 0.0\n"
-    for bad in ("images=more", "lr=fast", "margin=wide", "loss=kd+bn=thawed", "projection=maybe"):
+    short = cell_command("t.onnx", data, "method", "pretrain=100", 0, 0.01, tmp_path)
+    assert short[short.index("--pretrain-steps") + 1] == "100" and "--spec" not in short
+    for bad in ("images=more", "lr=fast", "margin=wide", "loss=kd+bn=thawed", "projection=maybe", "pretrain=1.5"):
         with pytest.raises(SystemExit, match="unknown setting"):
             cell_command("t.onnx", data, "method", bad, 0, 0.01, tmp_path)
 
