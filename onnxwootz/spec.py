@@ -93,7 +93,7 @@ class Spec:
     finetune_weight_decay: float = 1e-5
     eval_every: int = 50
     finetune_patience: int = 3  # stop a candidate after this many evaluations without improvement (0: off)
-    finetune_projection: bool = False  # with patience: also stop one whose recent gain cannot reach the bound in time
+    finetune_projection: bool = True  # with patience: also stop one whose recent gain cannot reach the bound in time
     batch: int = 32
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0: one thread for small models (< 50M MACs), else torch's default

@@ -67,7 +67,7 @@ def test_training_configs_carry_the_spec_and_each_candidate_has_its_own_seed() -
     first, second = spec.finetune_config(0), spec.finetune_config(1)
     assert (first.steps, first.batch, first.lr, first.weight_decay, first.eval_every, first.patience,
             first.projection) == (9, 4, 0.25, spec.finetune_weight_decay, 3, 2, True)
-    assert not load_spec().finetune_config(0).projection
+    assert load_spec().finetune_config(0).projection and not load_spec(finetune_projection=False).finetune_config(0).projection
     with pytest.raises(BadSpecError, match="finetune_projection must be true or false"):
         load_spec(finetune_projection="yes")
     assert first.seed != second.seed and spec.finetune_config(1) == second
