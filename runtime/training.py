@@ -313,7 +313,8 @@ def pretrain_blocks(taps: TeacherTaps, students: list[Student], config: Pretrain
 class Scored(NamedTuple):
     """A view's validation metric and its floor: the value less its noise margin, which is what
     must reach the bound (a value measured on a few hundred images is the luckiest among many
-    candidates exactly when it passes, so the margin keeps answers within the bound on new data)."""
+    candidates exactly when it passes, so the margin keeps answers within the bound on new data;
+    `prune` also caps it by the slack on a held-out confirmation split, onnxwootz.candidates)."""
 
     value: float
     floor: float
