@@ -277,13 +277,18 @@ def test_finetune_gives_back_its_budget_on_a_plateau() -> None:
     assert full.steps == 200
 
 
-def test_finetune_stops_at_once_when_it_does_not_beat_assembly() -> None:
-    """With patience, a first evaluation no better than assembly ends fine-tuning (zero
-    learning rate: nothing can change)."""
+def test_finetune_that_does_not_beat_assembly_stops_at_its_second_evaluation_with_projection() -> None:
+    """Zero learning rate: nothing can change. With the projection the flat curve is out of reach
+    at its second evaluation; with the plateau rule alone, at its third (patience 3): one
+    evaluation no better than assembly no longer ends it."""
     x, y = _clusters(100, 0)
-    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.1,
-        config=FinetuneConfig(steps=200, batch=8, lr=0.0, weight_decay=0.0, eval_every=10, seed=0, patience=3))
-    assert outcome.steps == 10 and not outcome.met
+    config = FinetuneConfig(steps=200, batch=8, lr=0.0, weight_decay=0.0, eval_every=10, seed=0, patience=3,
+                            projection=True)
+    outcome = finetune(_linear_classifier(0), x, y, x, y, bound=1.1, config=config)
+    assert outcome.steps == 20 and not outcome.met
+    plateau = finetune(_linear_classifier(0), x, y, x, y, bound=1.1,
+                       config=dataclasses.replace(config, projection=False))
+    assert plateau.steps == 30 and not plateau.met
 
 
 def test_distillation_loss_is_zero_only_at_the_teacher() -> None:
