@@ -2,7 +2,8 @@
 blocks it is composed of put in, in method mode), score it with the run's metric on the
 validation split, fine-tune it only if that misses the bound, and, when it meets the bound
 there and on the confirmation split, finish and check the answer (export options, metadata,
-onnx.checker, ONNX Runtime == torch). The result is a TrialEvent for the driver to journal; nothing here writes the run directory."""
+onnx.checker, ONNX Runtime == torch). The result is a TrialEvent for the driver to journal;
+nothing here writes the run directory."""
 
 from __future__ import annotations
 
