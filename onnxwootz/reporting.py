@@ -347,8 +347,8 @@ def _png(figure) -> bytes:
 def _margin(summary: dict) -> str:
     """How the bound was met: with a noise margin (runs from before margins: nothing said)."""
     margin, confirm = summary.get("bound_margin"), summary.get("confirm_bound")
-    held = "" if confirm is None else f"; on the confirmation split: teacher {summary['confirm_teacher_metric']:.4f}, " \
-        f"bound {confirm:.4f}"
+    held = ("" if confirm is None else
+            f"; on the confirmation split: teacher {summary['confirm_teacher_metric']:.4f}, bound {confirm:.4f}")
     return "" if margin is None else f" (met by the value less {margin:g} standard error(s){held})"
 
 
